@@ -1,0 +1,1 @@
+"""Stage 4: datasets: the zarr store, parallel simulation, the PyTorch training Dataset."""

@@ -1,0 +1,152 @@
+"""PyTorch Dataset: a fresh noisy image per sample from stored exit waves.
+
+For each sample: draw optics and a dose from the envelope, form the image of one
+stored exit wave, pick a crop (usually around the particle), add shot noise and
+detector blur, normalise, and apply one of the eight flips/rotations alike to image,
+target and weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.fft as sfft
+import torch
+from torch.utils.data import Dataset
+
+from hrtem3d.data import store
+from hrtem3d.data.normalize import normalize_image
+from hrtem3d.errors import HrtemError
+from hrtem3d.labels import weight_map
+from hrtem3d.simulate.optics import Optics, OpticsEnvelope, angular_grid, blur, transfer_at, wavelength_A
+
+
+class ExitWaveBank:
+    """Stored exit waves held in Fourier space, cut to the largest aperture of the envelope.
+
+    Keeping only the frequencies inside the aperture makes each image one inverse FFT.
+    """
+
+    def __init__(self, waves: list[np.ndarray], sampling_A: float, max_aperture_mrad: float,
+                 energy_eV: float):
+        self.shape = tuple(waves[0].shape[-2:])
+        self.sampling_A = sampling_A
+        lam = wavelength_A(energy_eV)
+        ky = sfft.fftfreq(self.shape[0], sampling_A)[:, None]
+        kx = sfft.fftfreq(self.shape[1], sampling_A)[None, :]
+        self.inside = np.flatnonzero(((kx**2 + ky**2) * lam**2 <= (max_aperture_mrad * 1.001e-3) ** 2).ravel())
+        self.angles = [g.ravel()[self.inside] for g in angular_grid(self.shape, sampling_A, lam)]
+        self.spectra = [sfft.fft2(w, workers=1).reshape(w.shape[0], -1)[:, self.inside].astype(np.complex64)
+                        for w in waves]
+
+    def intensity(self, spectrum: np.ndarray, optics: Optics) -> np.ndarray:
+        """Image intensity (vacuum 1) of one stored spectrum `[n_configs, n_inside]`."""
+        h = transfer_at(optics, *self.angles)
+        full = np.zeros((spectrum.shape[0], self.shape[0] * self.shape[1]), np.complex64)
+        full[:, self.inside] = spectrum * h
+        psi = sfft.ifft2(full.reshape((-1,) + tuple(self.shape)), workers=1, overwrite_x=True)
+        return (psi.real**2 + psi.imag**2).mean(0).astype(np.float32)
+
+
+class HrtemDataset(Dataset):
+    """Training samples `(image, target, weights)` drawn from a dataset store.
+
+    Args:
+        path: dataset store made by `hrtem3d simulate`.
+        indices: structure indices to use (e.g. the training split); default all.
+        crop: side of the square crop (pixels at the store's sampling).
+        samples_per_epoch: length of the dataset (samples are random draws).
+        envelope: optics/dose ranges; `dose` fixes the dose (e/Å²) instead.
+        seed: base seed; sample `i` of epoch `e` is reproducible from (seed, e, i).
+        augment: apply a random one of the eight flips/rotations.
+        class_weights: per-class weight multipliers for the weight map.
+
+    Returns per item:
+        image `[1, crop, crop]` float32 (normalised counts), target `[2, crop, crop]`
+        float32 (channel 0 the class index, channel 1 its soft-target probability),
+        weights `[crop, crop]` float32.
+    """
+
+    def __init__(self, path: str | Path, indices: list[int] | None = None, crop: int = 256,
+                 samples_per_epoch: int = 1024, envelope: OpticsEnvelope | None = None,
+                 dose: float | None = None, seed: int = 0, augment: bool = True,
+                 class_weights: np.ndarray | None = None, centre_weight: float = 4.0):
+        root = store.open_store(path)
+        settings = store.settings_of(root)
+        ms = settings["multislice"]
+        self.sampling_A = float(ms["store_sampling_A"])
+        groups = store.structure_groups(root)
+        if indices is not None:
+            by_index = {int(g.attrs["index"]): g for g in groups}
+            missing = [i for i in indices if i not in by_index]
+            if missing:
+                raise HrtemError(f"{path} lacks structures {missing[:5]}...; finish it with `hrtem3d simulate`")
+            groups = [by_index[i] for i in indices]
+        if not groups:
+            raise HrtemError(f"{path} holds no finished structures; run `hrtem3d simulate` first")
+        if crop > int(ms["store_gpts"]) or crop < 16:
+            raise HrtemError(f"crop {crop} must lie in 16..{ms['store_gpts']} pixels")
+        self.envelope = envelope or OpticsEnvelope()
+        try:
+            self.envelope.validate()
+        except ValueError as e:
+            raise HrtemError(f"impossible optics envelope: {e}") from None
+        self.indices = [int(g.attrs["index"]) for g in groups]
+        self.bank = ExitWaveBank([g["exit_wave"][:] for g in groups], self.sampling_A,
+                                 self.envelope.aperture_mrad[1], self.envelope.energy_eV)
+        self.cls = [g["cls"][:] for g in groups]
+        self.alpha = [g["alpha"][:] for g in groups]
+        self.centres = [np.argwhere(c > 0) for c in self.cls]
+        self.crop, self.length, self.dose, self.seed = crop, samples_per_epoch, dose, seed
+        self.augment, self.class_weights, self.centre_weight = augment, class_weights, centre_weight
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw different samples in each epoch (reproducibly)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def draw(self, i: int) -> dict:
+        """Sample `i` with everything drawn (numpy arrays and the optics), for inspection."""
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        k = int(rng.integers(len(self.cls)))
+        optics, det = self.envelope.sample(rng, self.dose)
+        clean = self.bank.intensity(self.bank.spectra[k], optics)
+        y0, x0 = self._crop_origin(rng, k)
+        sl = (slice(y0, y0 + self.crop), slice(x0, x0 + self.crop))
+        clean = clean[sl]
+        lam = np.clip(clean, 0, None) * (det.dose_e_per_A2 * self.sampling_A**2)
+        counts = blur(rng.poisson(lam).astype(np.float32), det, self.sampling_A)
+        cls, alpha = self.cls[k][sl], store.alpha_float(self.alpha[k][sl])
+        t = int(rng.integers(8)) if self.augment else 0
+        return {"structure": self.indices[k], "optics": optics, "detector": det, "clean": _dihedral(clean, t),
+                "counts": _dihedral(counts, t), "cls": _dihedral(cls, t), "alpha": _dihedral(alpha, t),
+                "origin": (y0, x0), "transform": t}
+
+    def __getitem__(self, i: int):
+        d = self.draw(i)
+        image = normalize_image(d["counts"])
+        w = weight_map(d["alpha"], d["cls"], self.class_weights, self.centre_weight)
+        target = np.stack([d["cls"].astype(np.float32), d["alpha"]])
+        return (torch.from_numpy(np.ascontiguousarray(image[None])),
+                torch.from_numpy(np.ascontiguousarray(target)),
+                torch.from_numpy(np.ascontiguousarray(w)))
+
+    def _crop_origin(self, rng: np.random.Generator, k: int) -> tuple[int, int]:
+        n = self.cls[k].shape[0]
+        hi = n - self.crop
+        centres = self.centres[k]
+        if len(centres) and rng.random() < 0.85:
+            cy, cx = centres[rng.integers(len(centres))] + rng.uniform(-self.crop / 3, self.crop / 3, 2)
+        else:
+            cy, cx = rng.uniform(0, n, 2)
+        return (int(np.clip(cy - self.crop / 2, 0, hi)), int(np.clip(cx - self.crop / 2, 0, hi)))
+
+
+def _dihedral(a: np.ndarray, t: int) -> np.ndarray:
+    """One of the eight symmetries of the square: t in 0..7 (rotation t % 4, flip if t >= 4)."""
+    a = np.rot90(a, t % 4, axes=(-2, -1))
+    return a[..., ::-1] if t >= 4 else a

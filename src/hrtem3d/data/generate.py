@@ -1,0 +1,174 @@
+"""Build a training set: random particles -> exit waves + ground truth, in parallel with dask.
+
+Every structure depends only on (seed, index), so runs are deterministic, workers
+never clash, and an interrupted run resumes by simulating what is missing.
+Only the client process writes to the store, so any dask cluster works (workers
+need hrtem3d installed, not a shared file system).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hrtem3d.data import store
+from hrtem3d.errors import HrtemError
+from hrtem3d.labels import DEFAULT_SCHEME, ClassScheme, LabelConfig, make_targets
+from hrtem3d.simulate import MultisliceConfig, exit_wave
+from hrtem3d.structure import CERIA, ParticleEnvelope, column_table, random_particle
+
+MATERIALS = {"CeO2": CERIA}
+
+
+@dataclass
+class SimulationSettings:
+    """Everything that determines a dataset (stored in the store, checked on resume)."""
+
+    seed: int = 0
+    material: str = "CeO2"
+    multislice: MultisliceConfig = field(default_factory=MultisliceConfig)
+    particles: ParticleEnvelope = field(default_factory=ParticleEnvelope)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    scheme: ClassScheme = DEFAULT_SCHEME
+
+    def validate(self) -> None:
+        """Raise HrtemError for impossible settings."""
+        if self.material not in MATERIALS:
+            raise HrtemError(f"unknown material {self.material!r}; known: {', '.join(MATERIALS)}")
+        try:
+            self.multislice.validate()
+            self.particles.validate()
+        except ValueError as e:
+            raise HrtemError(f"impossible simulation settings: {e}") from None
+        reach = self.particles.diameter_A[1] + 4
+        if reach > self.multislice.cell_A:
+            raise HrtemError(f"particles up to {self.particles.diameter_A[1]} Å do not fit the "
+                             f"{self.multislice.cell_A:.1f} Å cell; raise --gpts or lower --max-diameter")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scheme"] = self.scheme.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SimulationSettings:
+        return cls(seed=d["seed"], material=d["material"],
+                   multislice=MultisliceConfig(**d["multislice"]),
+                   particles=ParticleEnvelope(**{k: tuple(v) if isinstance(v, list) else v
+                                                 for k, v in d["particles"].items()}),
+                   labels=LabelConfig(**d["labels"]), scheme=ClassScheme.from_dict(d["scheme"]))
+
+
+def simulate_one(index: int, settings: dict) -> dict:
+    """Simulate structure `index` of a dataset: particle, exit wave, column table, targets."""
+    s = SimulationSettings.from_dict(settings)
+    ms = s.multislice
+    rng = np.random.default_rng([s.seed, index])
+    atoms, params = random_particle(rng, s.particles, MATERIALS[s.material], (ms.cell_A, ms.cell_A))
+    wave = exit_wave(atoms, ms, seed=params.seed)
+    cols = column_table(atoms, MATERIALS[s.material])
+    cls, alpha = make_targets(cols, (ms.store_gpts, ms.store_gpts), ms.store_sampling_A, s.scheme, s.labels)
+    return {"index": index, "exit_wave": wave, "cls": cls,
+            "alpha": np.round(alpha * 255).astype(np.uint8), "columns": cols,
+            "params": {**params.to_dict(), "formula": atoms.get_chemical_formula(),
+                       "thickness_A": float(atoms.cell[2, 2])}}
+
+
+def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSettings | None = None,
+                     workers: int = 2, scheduler: str | None = None, progress: bool = True,
+                     on_done: Callable[[int], None] | None = None) -> dict:
+    """Simulate structures 0..n_structures-1 into the zarr store `out` (resumable).
+
+    Args:
+        out: store path (`*.zarr`).
+        n_structures: total number of structures wanted.
+        settings: simulation settings (must match an existing store's).
+        workers: local dask workers (processes, one thread each); 0 runs in this process.
+        scheduler: address of a running dask scheduler (e.g. "tcp://host:8786"); overrides `workers`.
+        progress: show a progress bar.
+        on_done: called with each index once it is written.
+
+    Returns:
+        {"done": n written in this run, "skipped": n already present, "total": n_structures}.
+    """
+    settings = settings or SimulationSettings()
+    settings.validate()
+    if not 1 <= n_structures <= 10_000_000:
+        raise HrtemError(f"--n-structures must lie in 1..10000000, got {n_structures}")
+    root = store.create_or_open(out, settings.to_dict())
+    store.remove_incomplete(root)
+    have = store.completed(root)
+    todo = [i for i in range(n_structures) if i not in have]
+    sdict = settings.to_dict()
+    bar = _progress(len(todo), progress, initial=n_structures - len(todo), total=n_structures)
+
+    def done(result: dict) -> None:
+        store.write_structure(root, result)
+        bar.update(1)
+        if on_done:
+            on_done(result["index"])
+
+    try:
+        if todo and scheduler is None and workers == 0:
+            for i in todo:
+                done(simulate_one(i, sdict))
+        elif todo:
+            _run_dask(todo, sdict, workers, scheduler, done)
+    finally:
+        bar.close()
+    root.attrs["n_structures"] = max(n_structures, int(root.attrs.get("n_structures", 0)))
+    return {"done": len(todo), "skipped": n_structures - len(todo), "total": n_structures}
+
+
+def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,
+              done: Callable[[dict], None]) -> None:
+    from dask.distributed import Client, LocalCluster, as_completed
+    from distributed.scheduler import KilledWorker
+
+    for name in ("distributed", "distributed.worker", "distributed.nanny", "distributed.scheduler"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="15s")
+        except OSError as e:
+            raise HrtemError(f"cannot reach the dask scheduler at {scheduler} ({e}); "
+                             "check the address or drop --scheduler to run locally") from None
+        cluster = None
+    else:
+        if not 1 <= workers <= 512:
+            raise HrtemError(f"--workers must lie in 0..512, got {workers}")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    try:
+        window = max(4, 4 * max(1, len(client.scheduler_info()["workers"])))
+        pending = iter(todo)
+        futures = as_completed([client.submit(simulate_one, i, sdict, pure=False)
+                                for i, _ in zip(pending, range(window))])
+        for fut in futures:
+            try:
+                result = fut.result()
+            except KilledWorker:
+                raise HrtemError("a dask worker died while simulating (out of memory?); finished "
+                                 "structures are kept: rerun the same command to resume") from None
+            except ValueError as e:
+                raise HrtemError(f"simulation failed: {e}") from None
+            fut.release()
+            done(result)
+            nxt = next(pending, None)
+            if nxt is not None:
+                futures.add(client.submit(simulate_one, nxt, sdict, pure=False))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _progress(n: int, enabled: bool, initial: int, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="structures", unit="structure")
