@@ -41,3 +41,15 @@ def tiny_store(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_store, tmp_path_factory):
+    """A (badly) trained tiny U-Net on the tiny store: enough to exercise the machinery."""
+    from hrtem3d.train.loop import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    cfg = TrainConfig(steps=4, batch=2, crop=64, widths=(4, 8), val_every=4, val_samples=2, val_fraction=0.25,
+                      checkpoint_every=4, workers=0, warmup=1)
+    train(tiny_store, out, cfg, progress=False)
+    return out

@@ -72,6 +72,87 @@ def simulate(
 
 @app.command()
 @_friendly
+def train(
+    data: Path = typer.Argument(..., help="Dataset store made by `hrtem3d simulate`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model file to write (*.safetensors)."),
+    steps: int = typer.Option(4000, help="Total optimiser steps (a resumed run continues to this)."),
+    batch: int = typer.Option(16, help="Crops per step (per process under torchrun)."),
+    crop: int = typer.Option(160, help="Crop side (pixels at the dataset's sampling)."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, cosine decay)."),
+    widths: str = typer.Option("16,32,64,128,256", help="U-Net filters per level, comma-separated."),
+    seed: int = typer.Option(0, help="Seed for initialisation and data draws (same seed, same run)."),
+    workers: int = typer.Option(1, help="Data-loading worker processes."),
+    threads: int = typer.Option(0, help="Torch CPU threads (0 = torch's default)."),
+    val_every: int = typer.Option(250, help="Steps between validations."),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train the column-depth U-Net on a simulated dataset (CPU, or CUDA with mixed precision).
+
+    Resumable: a checkpoint OUT.ckpt is kept; rerun the same command to continue. Several GPUs or
+    nodes: `torchrun --nproc_per_node N -m hrtem3d.cli train ...`.
+    """
+    from hrtem3d.train.loop import TrainConfig
+    from hrtem3d.train.loop import train as run
+
+    try:
+        w = tuple(int(v) for v in widths.split(","))
+    except ValueError:
+        raise HrtemError(f"--widths must be comma-separated integers, got {widths!r}") from None
+    cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, widths=w, seed=seed, workers=workers,
+                      threads=threads, val_every=val_every)
+    m = run(data, out, cfg, progress=progress, device=device)
+    typer.echo(f"wrote {out}: validation column-pixel accuracy {m.get('col_acc', float('nan')):.3f} "
+               f"at step {m.get('step', steps)}")
+
+
+@app.command()
+@_friendly
+def segment(
+    inputs: list[Path] = typer.Argument(..., help="Images or stacks: DM3/DM4, SER/EMI, EMD, MRC, TIFF, NPY."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; one sub-folder per input."),
+    pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's)."),
+    model: Path = typer.Option(None, help="Model file (*.safetensors); default: the model shipped with hrtem3d."),
+    contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto."),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Find every atomic column and its depth (atoms in the column) in each image.
+
+    Writes OUT/<input stem>/columns.csv (frame, column_id, x_px, y_px, x_A, y_A, species, n_atoms,
+    confidence), labels.tif, confidence.tif and overlay.png.
+    """
+    from hrtem3d.analyze.segment import Segmenter
+    from hrtem3d.workflows import segment_file
+
+    seg = Segmenter(model, device=device, contrast=contrast)
+    for path in inputs:
+        r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress)
+        skipped = f", skipped frames {r['skipped_frames']} (NaN/Inf)" if r["skipped_frames"] else ""
+        typer.echo(f"{path}: {r['frames']} frame(s), {r['columns']} columns -> {r['out']}{skipped}")
+
+
+@app.command()
+@_friendly
+def evaluate(
+    data: Path = typer.Argument(..., help="Test dataset store (simulated with a seed not used for training)."),
+    model: Path = typer.Option(None, help="Model file; default: the shipped model."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for tables and plots."),
+    train_data: Path = typer.Option(None, help="Training store, to fit the intensity-counting baseline."),
+    doses: str = typer.Option("100,300,1000,3000,10000", help="Doses (e/Å²), comma-separated."),
+    max_structures: int = typer.Option(None, help="Use at most this many test structures."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Accuracy against ground truth per dose, with the intensity-counting and majority baselines."""
+    from hrtem3d.workflows import evaluate_to_folder
+
+    d = tuple(float(v) for v in doses.split(","))
+    summary = evaluate_to_folder(model, data, out, train_data, d, max_structures, progress)
+    typer.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command()
+@_friendly
 def demo(out: Path = typer.Option(Path("demo_output"), help="Folder for the demo's figures and tables."),
          seed: int = typer.Option(7, help="Seed of the example particle.")) -> None:
     """Run the pipeline on a built-in simulated example and write its figures (a few minutes)."""

@@ -109,10 +109,15 @@ class HrtemDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def draw(self, i: int) -> dict:
-        """Sample `i` with everything drawn (numpy arrays and the optics), for inspection."""
+    def draw(self, i: int, structure: int | None = None) -> dict:
+        """Sample `i` with everything drawn (numpy arrays and the optics), for inspection.
+
+        `structure` fixes the position (0..len(indices)-1) of the structure to image instead of drawing it.
+        """
         rng = np.random.default_rng([self.seed, self.epoch, i])
         k = int(rng.integers(len(self.cls)))
+        if structure is not None:
+            k = structure
         optics, det = self.envelope.sample(rng, self.dose)
         clean = self.bank.intensity(self.bank.spectra[k], optics)
         y0, x0 = self._crop_origin(rng, k)

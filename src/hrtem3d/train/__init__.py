@@ -1,0 +1,1 @@
+"""Stage 5: training the column-depth U-Net."""

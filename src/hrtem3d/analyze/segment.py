@@ -1,0 +1,130 @@
+"""Segment one image: normalise, resample to the model's pixel size, run the U-Net, read columns.
+
+`Segmenter` holds a loaded model; `segment(image, pixel_size_A)` returns the column
+table (DESIGN.md), a label image and a confidence image on the input's own grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from skimage.transform import resize
+
+from hrtem3d.analyze.columns import find_columns
+from hrtem3d.analyze.resample import to_input_coords, to_working_grid
+from hrtem3d.data.normalize import normalize_image
+from hrtem3d.errors import HrtemError
+from hrtem3d.labels.scheme import ClassScheme
+from hrtem3d.model.io import load_default_model, load_model
+from hrtem3d.model.unet import pick_device
+
+TABLE_FIELDS = ["frame", "column_id", "x_px", "y_px", "x_A", "y_A", "species", "n_atoms", "confidence"]
+
+
+@dataclass
+class Segmentation:
+    """Result for one frame: the column table and per-pixel maps on the input grid."""
+
+    columns: pd.DataFrame
+    labels: np.ndarray          # uint8 [y, x] class per pixel (0 background)
+    confidence: np.ndarray      # float32 [y, x] probability of that class
+    working_image: np.ndarray   # normalised image at the model's pixel size
+    probs: np.ndarray           # float32 [C, y, x] at the model's pixel size
+
+
+class Segmenter:
+    """A loaded model and its settings.
+
+    Args:
+        model_path: a `*.safetensors` model; None uses the model shipped with hrtem3d.
+        device: "cpu" or "cuda" (default: CUDA when present).
+        tile: largest working-grid tile side (pixels); larger images are tiled.
+        overlap: tile overlap (working pixels), so seams do not change results.
+        contrast: "bright" (atoms bright, as in training), "dark" (inverted), or "auto".
+    """
+
+    def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
+                 overlap: int = 48, contrast: str = "auto", threads: int | None = None):
+        if contrast not in ("bright", "dark", "auto"):
+            raise HrtemError(f"--contrast must be bright, dark or auto, got {contrast!r}")
+        self.device = pick_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.meta = load_model(model_path, self.device) if model_path else load_default_model(
+            self.device)
+        self.model.eval()
+        self.scheme = ClassScheme.from_dict(self.meta["scheme"])
+        self.pixel_size_A = float(self.meta["pixel_size_A"])
+        self.temperature = float(self.meta.get("temperature", 1.0))
+        self.tile, self.overlap, self.contrast = tile, overlap, contrast
+        self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
+
+    @torch.inference_mode()
+    def probabilities(self, work: np.ndarray) -> np.ndarray:
+        """Class probabilities `[C, y, x]` of a normalised working-grid image, tiled with overlap."""
+        ny, nx = work.shape
+        if max(ny, nx) <= self.tile:
+            return self._forward(work)
+        out = np.zeros((self.scheme.n_classes, ny, nx), np.float32)
+        step = self.tile - 2 * self.overlap
+        for y0 in range(0, ny, step):
+            for x0 in range(0, nx, step):
+                ya, xa = max(0, y0 - self.overlap), max(0, x0 - self.overlap)
+                yb, xb = min(ny, y0 + step + self.overlap), min(nx, x0 + step + self.overlap)
+                p = self._forward(work[ya:yb, xa:xb])
+                ys, xs = slice(y0, min(ny, y0 + step)), slice(x0, min(nx, x0 + step))
+                out[:, ys, xs] = p[:, y0 - ya:y0 - ya + (ys.stop - y0), x0 - xa:x0 - xa + (xs.stop - x0)]
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, work: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(work, dtype=np.float32))[None, None].to(self.device)
+        logits = self.model(x)[0].float()
+        return torch.softmax(logits / self.temperature, 0).cpu().numpy()
+
+    def polarity(self, work: np.ndarray) -> float:
+        """+1 if atoms are bright as in training, -1 if dark (decided on a central crop)."""
+        if self._sign is not None:
+            return self._sign
+        ny, nx = work.shape
+        s = min(256, ny, nx)
+        crop = work[(ny - s) // 2:(ny + s) // 2, (nx - s) // 2:(nx + s) // 2]
+        score = []
+        for sign in (1.0, -1.0):
+            p = self._forward(sign * crop)
+            fg = 1 - p[0]
+            score.append(float(np.mean(p.max(0)[fg > 0.5])) if (fg > 0.5).any() else 0.0)
+        self._sign = 1.0 if score[0] >= score[1] else -1.0
+        return self._sign
+
+    def segment(self, image: np.ndarray, pixel_size_A: float, frame: int = 0) -> Segmentation:
+        """Segment one image `[y, x]` with pixel size `pixel_size_A` (Å)."""
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise HrtemError(f"expected one 2D image, got shape {image.shape}")
+        if not np.isfinite(image).all():
+            raise HrtemError(f"frame {frame} holds NaN or Inf values; fix or drop it")
+        if not 0.005 <= pixel_size_A <= 2.0:
+            raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
+                             "pass --pixel-size")
+        work, factors = to_working_grid(image.astype(np.float32), pixel_size_A, self.pixel_size_A)
+        work = normalize_image(work)
+        work = self.polarity(work) * work
+        probs = self.probabilities(work)
+        cols = find_columns(probs, self.scheme, self.pixel_size_A)
+        x_in, y_in = to_input_coords(cols["x_px"].to_numpy(), cols["y_px"].to_numpy(), factors)
+        cols["x_px"], cols["y_px"] = x_in, y_in
+        cols.insert(0, "frame", frame)
+        cols.insert(1, "column_id", np.arange(len(cols)))
+        cols["x_A"] = cols["x_px"] * pixel_size_A
+        cols["y_A"] = cols["y_px"] * pixel_size_A
+        cols = cols[TABLE_FIELDS + [c for c in cols.columns if c not in TABLE_FIELDS]]
+        labels = probs.argmax(0).astype(np.uint8)
+        conf = probs.max(0)
+        labels = resize(labels, image.shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+        conf = resize(conf, image.shape, order=1, preserve_range=True).astype(np.float32)
+        return Segmentation(cols, labels, conf, work, probs)

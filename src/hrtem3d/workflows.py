@@ -1,0 +1,92 @@
+"""File-level workflows behind the CLI: read files, segment every frame, write every output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from hrtem3d.analyze.segment import Segmenter
+from hrtem3d.errors import HrtemError
+from hrtem3d.fsutil import atomic_write, save_figure
+from hrtem3d.io import open_image
+from hrtem3d.viz.overlay import overlay_figure
+
+
+def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pixel_size_A: float | None = None,
+                 progress: bool = False) -> dict:
+    """Segment every frame of one image or stack; write `out_dir/<stem>/` outputs.
+
+    Outputs: `columns.csv` (the DESIGN.md column table), `labels.tif` (uint8 class per
+    pixel, one page per frame), `confidence.tif` (float32), `overlay.png` (first frame).
+    Each file is written to a temporary name and renamed when complete.
+    """
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    src = open_image(path, pixel_size_A=pixel_size_A)
+    dest = Path(out_dir) / path.stem
+    dest.mkdir(parents=True, exist_ok=True)
+    tables, labels, confs, skipped = [], [], [], []
+    first = None
+    bar = tqdm(total=src.n_frames, disable=not progress, desc=path.name, unit="frame")
+    for start, chunk in src.frames():
+        for k, frame in enumerate(chunk):
+            i = start + k
+            if not np.isfinite(frame).all():
+                skipped.append(i)
+                bar.update(1)
+                continue
+            s = segmenter.segment(frame, src.pixel_size_A, frame=i)
+            tables.append(s.columns)
+            labels.append(s.labels)
+            confs.append(s.confidence)
+            if first is None:
+                first = (frame, s.columns)
+            bar.update(1)
+    bar.close()
+    if first is None:
+        raise HrtemError(f"{path}: every frame holds NaN or Inf values; nothing to segment")
+    table = pd.concat(tables, ignore_index=True)
+    atomic_write(dest / "columns.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
+    atomic_write(dest / "labels.tif", lambda p: tifffile.imwrite(p, np.stack(labels)))
+    atomic_write(dest / "confidence.tif", lambda p: tifffile.imwrite(p, np.stack(confs).astype(np.float32)))
+    fig = overlay_figure(first[0], first[1], src.pixel_size_A, title=f"{path.name}: {len(first[1])} columns")
+    save_figure(fig, dest / "overlay.png")
+    return {"input": str(path), "out": str(dest), "frames": src.n_frames, "columns": len(table),
+            "skipped_frames": skipped, "pixel_size_A": src.pixel_size_A}
+
+
+def evaluate_to_folder(model_path, test_path, out_dir, train_path=None, doses=None, max_structures=None,
+                       progress: bool = True) -> pd.DataFrame:
+    """Run `analyze.evaluate.evaluate` and write summary.csv/.md, columns.parquet and the plots."""
+    from hrtem3d.analyze.evaluate import DOSES, evaluate, expected_calibration_error, reliability
+    from hrtem3d.viz.evaluation import accuracy_vs_dose, confusion_figure, reliability_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    r = evaluate(model_path, test_path, train_path, doses or DOSES, max_structures, progress=progress)
+    summary, cols = r["summary"], r["columns"]
+    atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False, float_format="%.4f"))
+    atomic_write(out / "summary.md", lambda p: p.write_text(summary.to_markdown(index=False, floatfmt=".3f")
+                                                            if _has_tabulate() else summary.to_string()))
+    atomic_write(out / "columns.parquet", lambda p: cols.astype({"pred_species": str}).to_parquet(p))
+    matched = cols[cols.pred_row >= 0]
+    correct = ((matched.pred_species == matched.species) & (matched.pred_n == matched.n_atoms)).to_numpy()
+    conf = matched.confidence.to_numpy()
+    save_figure(accuracy_vs_dose(summary), out / "accuracy_vs_dose.png")
+    save_figure(confusion_figure(cols, "Ce"), out / "confusion_Ce.png")
+    save_figure(confusion_figure(cols, "O"), out / "confusion_O.png")
+    save_figure(reliability_figure(reliability(conf, correct), expected_calibration_error(conf, correct)),
+                out / "reliability.png")
+    return summary
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True

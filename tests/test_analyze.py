@@ -1,0 +1,126 @@
+"""From probabilities to columns, resampling, tiling, and the `segment` command."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from hrtem3d.analyze.columns import find_columns
+from hrtem3d.analyze.resample import to_input_coords, to_working_grid
+from hrtem3d.analyze.segment import TABLE_FIELDS, Segmenter
+from hrtem3d.cli import app
+from hrtem3d.errors import HrtemError
+from hrtem3d.labels import DEFAULT_SCHEME
+
+runner = CliRunner()
+
+
+def _synthetic_probs(centres, classes, shape=(64, 64), sigma=1.5):
+    probs = np.zeros((DEFAULT_SCHEME.n_classes,) + shape, np.float32)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    fg = np.zeros(shape, np.float32)
+    for (x, y), c in zip(centres, classes):
+        g = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)).astype(np.float32)
+        probs[c] += 0.9 * g
+        probs[c + 1 if c < 24 else c - 1] += 0.1 * g  # a little doubt about the depth
+        fg += g
+    probs[0] = np.clip(1 - fg, 0, 1)
+    return probs / probs.sum(0, keepdims=True)
+
+
+def test_columns_found_at_subpixel_positions_with_their_class():
+    centres = [(10.3, 12.6), (40.7, 20.2), (30.0, 50.5)]
+    classes = [DEFAULT_SCHEME.class_of("Ce", 7), DEFAULT_SCHEME.class_of("O", 3), DEFAULT_SCHEME.class_of("Ce", 2)]
+    cols = find_columns(_synthetic_probs(centres, classes), DEFAULT_SCHEME, 0.16)
+    assert len(cols) == 3
+    cols = cols.sort_values("x_px").reset_index(drop=True)
+    for (x, y), row in zip(sorted(centres), cols.itertuples()):
+        assert abs(row.x_px - x) < 0.25 and abs(row.y_px - y) < 0.25
+    assert list(cols.species) == ["Ce", "Ce", "O"]
+    assert list(cols.n_atoms) == [7, 2, 3]
+    assert np.allclose(cols.confidence, 0.9, atol=0.02)
+
+
+def test_no_columns_in_background():
+    probs = np.zeros((DEFAULT_SCHEME.n_classes, 32, 32), np.float32)
+    probs[0] = 1
+    assert len(find_columns(probs, DEFAULT_SCHEME, 0.16)) == 0
+
+
+def test_binning_keeps_counts_and_maps_coordinates_back():
+    img = np.zeros((128, 128), np.float32)
+    img[40, 21] = 100.0  # input pixel (x=21, y=40)
+    work, f = to_working_grid(img, 0.08, 0.16)
+    assert work.shape == (64, 64) and f == (2.0, 2.0)
+    assert work.sum() * 4 == pytest.approx(img.sum())
+    y, x = np.unravel_index(np.argmax(work), work.shape)
+    xi, yi = to_input_coords(np.array([x]), np.array([y]), f)
+    assert abs(xi[0] - 21) <= 0.5 and abs(yi[0] - 40) <= 0.5
+
+
+def test_non_integer_resampling_low_passes_and_keeps_mean():
+    rng = np.random.default_rng(0)
+    img = rng.poisson(20, (300, 300)).astype(np.float32)
+    work, f = to_working_grid(img, 0.05, 0.16)
+    assert work.shape == (94, 94)
+    assert work.mean() == pytest.approx(img.mean(), rel=0.01)
+    assert work.std() < img.std() / 2  # averaging, not point sampling
+
+
+def test_tiles_do_not_change_results(tiny_model):
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(200, 200)).astype(np.float32)
+    whole = Segmenter(tiny_model, contrast="bright").probabilities(img)
+    tiled = Segmenter(tiny_model, contrast="bright", tile=96, overlap=24).probabilities(img)
+    assert np.abs(whole - tiled).max() < 1e-3
+
+
+def test_segment_image_gives_the_column_table(tiny_model, tiny_store):
+    from hrtem3d.data.dataset import HrtemDataset
+
+    d = HrtemDataset(tiny_store, crop=96, dose=3000, augment=False).draw(0, structure=0)
+    seg = Segmenter(tiny_model, contrast="bright")
+    s = seg.segment(d["counts"], 0.16)
+    assert list(s.columns.columns[: len(TABLE_FIELDS)]) == TABLE_FIELDS
+    assert s.labels.shape == d["counts"].shape and s.confidence.shape == d["counts"].shape
+    assert (s.columns.x_A == s.columns.x_px * 0.16).all()
+    assert ((s.columns.confidence >= 0) & (s.columns.confidence <= 1)).all()
+    with pytest.raises(HrtemError, match="NaN"):
+        seg.segment(np.full((64, 64), np.nan), 0.16)
+    with pytest.raises(HrtemError, match="pixel size"):
+        seg.segment(np.ones((64, 64)), 50.0)
+    with pytest.raises(HrtemError, match="2D"):
+        seg.segment(np.ones((2, 64, 64)), 0.16)
+
+
+def test_segment_command_writes_every_output(tiny_model, tmp_path):
+    rng = np.random.default_rng(3)
+    npy = tmp_path / "frame.npy"
+    np.save(npy, rng.poisson(30, (96, 96)).astype(np.float32))
+    tif = tmp_path / "stack.tif"
+    tifffile.imwrite(tif, rng.poisson(30, (2, 96, 96)).astype(np.uint16))
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["segment", str(npy), str(tif), "--out", str(out), "--pixel-size", "0.08",
+                            "--model", str(tiny_model), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    for stem, frames in (("frame", 1), ("stack", 2)):
+        d = out / stem
+        for name in ("columns.csv", "labels.tif", "confidence.tif", "overlay.png"):
+            assert (d / name).exists(), name
+        assert tifffile.imread(d / "labels.tif").shape[-2:] == (96, 96)
+        table = pd.read_csv(d / "columns.csv")
+        assert list(table.columns[: len(TABLE_FIELDS)]) == TABLE_FIELDS
+        assert set(table.frame) <= set(range(frames))
+        assert not list(d.glob("*.partial*"))
+
+
+def test_segment_without_pixel_size_is_one_clear_error(tiny_model, tmp_path):
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.ones((64, 64), np.float32))
+    r = runner.invoke(app, ["segment", str(npy), "--out", str(tmp_path / "o"), "--model", str(tiny_model)])
+    assert r.exit_code == 2
+    assert "pixel-size" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["segment", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o"),
+                            "--model", str(tiny_model)])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
