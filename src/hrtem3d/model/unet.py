@@ -1,0 +1,245 @@
+"""The segmentation network: a plain (optionally residual) U-Net for any image size.
+
+The network maps a single-channel image, normalised to zero median and unit robust
+scale at the model's working pixel size (about 0.16 Å/px), to per-pixel class logits
+``[N, n_classes, H, W]``. ``forward`` accepts any ``H, W``: it reflect-pads to a
+multiple of ``2 ** (depth - 1)`` and crops the logits back.
+
+Upsampling defaults to bilinear x2 + 1x1 convolution (the 1x1 conv is applied before
+the interpolation, which gives the same result at a quarter of the cost). On this
+project's 2-core CPU it was the faster choice: the upsampling op itself ~3x faster than
+a 2x2 stride-2 ConvTranspose (15 vs 47 ms for 32->16 channels at 256^2), the whole
+reference network ~0-7 % faster, with 7 % fewer parameters (see
+``benchmarks/bench_model_forward.py``). ``UNetConfig(upsample="transpose")`` keeps the
+ConvTranspose variant.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hrtem3d.errors import HrtemError
+
+NORMS = ("batch", "group", "none")
+UPSAMPLES = ("transpose", "bilinear")
+
+
+@dataclass
+class UNetConfig:
+    """Architecture of a `UNet`; stored in every model file.
+
+    Attributes:
+        in_channels: input channels (1: one HRTEM image).
+        n_classes: output classes (``ClassScheme.n_classes``; 25 for the default scheme).
+        widths: filters per level, from full resolution down to the bottleneck;
+            ``len(widths)`` is the depth (number of resolution levels).
+        convs_per_level: 3x3 conv + norm + ReLU units per level.
+        norm: ``"batch"`` (BatchNorm2d), ``"group"`` (GroupNorm, up to 8 groups) or ``"none"``.
+        residual: add a 1x1-conv skip around each level's convolutions.
+        dropout: channel dropout (Dropout2d) probability after the bottleneck; 0 disables.
+        upsample: ``"transpose"`` (2x2 ConvTranspose, stride 2) or ``"bilinear"``
+            (bilinear x2 then 1x1 conv).
+    """
+
+    in_channels: int = 1
+    n_classes: int = 25
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    convs_per_level: int = 2
+    norm: str = "batch"
+    residual: bool = False
+    dropout: float = 0.0
+    upsample: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.in_channels < 1 or self.n_classes < 1:
+            raise ValueError("in_channels and n_classes must be >= 1")
+        if len(self.widths) < 1 or any(w < 1 for w in self.widths):
+            raise ValueError("widths must hold at least one positive width")
+        if self.convs_per_level < 1:
+            raise ValueError("convs_per_level must be >= 1")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.upsample not in UPSAMPLES:
+            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    @property
+    def depth(self) -> int:
+        """Number of resolution levels."""
+        return len(self.widths)
+
+    @property
+    def multiple(self) -> int:
+        """Spatial size the padded input must be a multiple of."""
+        return 2 ** (self.depth - 1)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (widths as a list)."""
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UNetConfig:
+        """Inverse of `to_dict`; missing keys take defaults, unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown UNetConfig keys: {sorted(unknown)}")
+        d = dict(d)
+        if "widths" in d:
+            d["widths"] = tuple(d["widths"])
+        return cls(**d)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Module):
+    """``n`` x (3x3 conv, norm, ReLU); the residual variant adds a 1x1-conv skip before the last ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, n: int, norm: str, residual: bool) -> None:
+        super().__init__()
+        bias = norm == "none"
+        layers: list[nn.Module] = []
+        for i in range(n):
+            layers.append(nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=bias))
+            layers.append(_norm(norm, c_out))
+            layers.append(nn.ReLU(inplace=True))
+        if residual:
+            layers.pop()  # the last ReLU comes after the sum
+        self.body = nn.Sequential(*layers)
+        self.skip = nn.Conv2d(c_in, c_out, 1, bias=False) if residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.skip is None:
+            return self.body(x)
+        return F.relu(self.body(x) + self.skip(x), inplace=True)
+
+
+class Up(nn.Module):
+    """Double the resolution and reduce ``c_in`` to ``c_out`` channels."""
+
+    def __init__(self, c_in: int, c_out: int, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        if mode == "transpose":
+            self.conv: nn.Module = nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
+        else:
+            self.conv = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "transpose":
+            return self.conv(x)
+        # 1x1 conv first: same result (bilinear weights sum to 1), 4x fewer pixels to convolve
+        return F.interpolate(self.conv(x), scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class UNet(nn.Module):
+    """U-Net: encoder levels with 2x2 max-pool, decoder with skip concatenation, 1x1 head.
+
+    ``forward(x)`` takes ``[N, in_channels, H, W]`` for any ``H, W`` and returns logits
+    ``[N, n_classes, H, W]``.
+    """
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config if config is not None else UNetConfig()
+        w = config.widths
+        n, norm, res = config.convs_per_level, config.norm, config.residual
+        self.down = nn.ModuleList()
+        c = config.in_channels
+        for width in w:
+            self.down.append(ConvBlock(c, width, n, norm, res))
+            c = width
+        self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        for level in range(len(w) - 2, -1, -1):
+            self.ups.append(Up(w[level + 1], w[level], config.upsample))
+            self.up_blocks.append(ConvBlock(2 * w[level], w[level], n, norm, res))
+        self.head = nn.Conv2d(w[0], config.n_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise HrtemError(
+                f"network input must be [N, {self.config.in_channels}, H, W], got {list(x.shape)}; "
+                "pass a batch of single-channel images"
+            )
+        h, w = x.shape[-2:]
+        m = self.config.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        skips = []
+        for i, block in enumerate(self.down):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        x = self.dropout(skips.pop())
+        for up, block in zip(self.ups, self.up_blocks, strict=True):
+            x = block(torch.cat([skips.pop(), up(x)], dim=1))
+        x = self.head(x)
+        if ph or pw:
+            x = x[..., :h, :w]
+        return x
+
+
+def plain_unet_reference() -> UNet:
+    """The project's speed reference: plain 4-level U-Net, 16-32-64-128 filters,
+    two 3x3 conv + BN + ReLU per level, 12 classes (default bilinear upsampling)."""
+    return UNet(UNetConfig(n_classes=12, widths=(16, 32, 64, 128), convs_per_level=2, norm="batch"))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (BN running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: nn.Module, shape: tuple[int, ...] = (1, 1, 512, 512)) -> int:
+    """Forward FLOPs (multiply-add = 2) on an input of ``shape``, as counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls; norms,
+    activations and pooling are not counted). The model itself is not touched: a copy
+    runs on the meta device (shapes only), so any size costs next to nothing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # count on the meta device: shapes only, no arithmetic, so any size is instant
+    meta = copy.deepcopy(model).to("meta").eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        meta(torch.empty(shape, device="meta"))
+    return int(counter.get_total_flops())
+
+
+def pick_device(prefer: str | torch.device | None = None) -> torch.device:
+    """The device to run on: ``prefer`` when given (``"cpu"``, ``"cuda"``, ``"cuda:1"``...),
+    else CUDA when available, else CPU. Raises HrtemError if ``prefer`` is not available."""
+    if prefer is None or str(prefer) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(prefer)
+    except (RuntimeError, TypeError) as e:
+        raise HrtemError(f"unknown device {prefer!r}; use 'cpu', 'cuda' or 'cuda:N'") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HrtemError(f"device {prefer!r} asked for but CUDA is not available; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise HrtemError(f"device {prefer!r} asked for but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise HrtemError(f"device {prefer!r} asked for but MPS is not available; use 'cpu'")
+    return dev
