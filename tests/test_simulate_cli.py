@@ -147,3 +147,52 @@ def test_help_explains_every_command():
         assert cmd in r.output
     r = runner.invoke(app, ["simulate", "--help"])
     assert "Resumable" in r.output and "--scheduler" in r.output
+
+
+def _die_on_two(index, sdict):
+    if index == 2:
+        os._exit(1)  # the worker process dies, as when the OOM killer strikes
+    from hrtem3d.data.generate import simulate_one
+
+    return simulate_one(index, sdict)
+
+
+def test_killed_worker_is_one_clear_error_and_keeps_finished_work(tmp_path):
+    import dask
+    import distributed  # noqa: F401  (load its config defaults before overriding one)
+
+    from hrtem3d.data.generate import _run_dask
+
+    written = []
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            pytest.raises(HrtemError, match="worker died.*resume"):
+        _run_dask([0, 1, 2], tiny_settings(1).to_dict(), 1, None, lambda r: written.append(r["index"]),
+                  task=_die_on_two)
+    assert 2 not in written
+
+
+def test_runs_on_a_scheduler_address(tmp_path, monkeypatch):
+    from dask.distributed import LocalCluster
+
+    from hrtem3d.data import generate
+
+    monkeypatch.setattr(generate, "SCHEDULER_TIMEOUT_S", 2)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        r = simulate_dataset(tmp_path / "c.zarr", 2, tiny_settings(1), scheduler=cluster.scheduler_address,
+                             progress=False)
+    assert r["done"] == 2 and store.completed(store.open_store(tmp_path / "c.zarr")) == {0, 1}
+    with pytest.raises(HrtemError, match="cannot reach"):
+        simulate_dataset(tmp_path / "d.zarr", 1, tiny_settings(1), scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+def test_frozen_phonons_are_seeded_configurations():
+    from hrtem3d.simulate import MultisliceConfig, exit_wave
+    from hrtem3d.structure import ParticleEnvelope, random_particle
+
+    cfg = MultisliceConfig(potential_sampling_A=0.08, store_gpts=96, frozen_phonons=2)
+    atoms, _ = random_particle(np.random.default_rng(0), ParticleEnvelope(diameter_A=(8, 10)),
+                               cell_A=(cfg.cell_A, cfg.cell_A))
+    a, b, c = exit_wave(atoms, cfg, seed=1), exit_wave(atoms, cfg, seed=1), exit_wave(atoms, cfg, seed=2)
+    assert a.shape == (2, 96, 96)
+    assert np.allclose(a, b, atol=1e-5)
+    assert not np.allclose(a[0], a[1], atol=1e-3) and not np.allclose(a, c, atol=1e-3)

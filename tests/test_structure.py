@@ -91,8 +91,9 @@ def test_surface_cleanup_removes_excess_oxygen():
         cleaned.append((ss[keep] == "O").sum() / (ss[keep] == "Ce").sum())
         n_ce = _coordination(ps[keep], ss[keep], "O", "Ce", CERIA.bond_A)
         assert n_ce[ss[keep] == "O"].min() >= 2
-    assert max(naive) > 2.3
-    assert all(1.65 < c < 2.05 for c in cleaned)
+    assert max(naive) > 2.2
+    assert all(c < n - 0.1 for n, c in zip(naive, cleaned) if n > 2.05)
+    assert all(1.6 < c < 2.15 for c in cleaned)
 
 
 def test_particles_fit_the_cell_and_vary():

@@ -37,5 +37,33 @@ def data_demo(out: str | Path, seed: int = 7, doses: tuple[float, ...] = (300.0,
     figure = save_figure(fig, out / "data_figure.png")
     table = cols.assign(x_px=cols.x_A / ms.store_sampling_A, y_px=cols.y_A / ms.store_sampling_A)
     csv = atomic_write(out / "ground_truth_columns.csv", lambda p: table.to_csv(p, index=False))
-    return {"atoms": len(atoms), "formula": atoms.get_chemical_formula(), "columns": len(cols),
-            "max_depth": int(cols.n_atoms.max()), "files": [str(figure), str(csv)]}
+    summary = {"atoms": len(atoms), "formula": atoms.get_chemical_formula(), "columns": len(cols),
+               "max_depth": int(cols.n_atoms.max()), "files": [str(figure), str(csv)]}
+    if model_available():
+        summary.update(network_demo(out, clean, noisy[0], doses[0], cls, alpha, table, ms.store_sampling_A))
+    return summary
+
+
+def model_available() -> bool:
+    from hrtem3d.model.io import default_model_path
+
+    return default_model_path().exists()
+
+
+def network_demo(out: Path, clean, noisy, dose, cls, alpha, truth, sampling_A: float) -> dict:
+    """Segment the noisy image with the shipped model; figure and accuracy against the truth."""
+    from hrtem3d.analyze.evaluate import match_columns
+    from hrtem3d.analyze.segment import Segmenter
+    from hrtem3d.viz.data_figures import network_figure
+
+    seg = Segmenter(contrast="bright")
+    s = seg.segment(noisy, sampling_A)
+    fig = network_figure(clean, noisy, cls, alpha, s.labels, s.confidence, DEFAULT_SCHEME, sampling_A, dose,
+                         title="shipped model on a simulated particle it has never seen")
+    figure = save_figure(fig, out / "network_figure.png")
+    csv = atomic_write(out / "columns.csv", lambda p: s.columns.to_csv(p, index=False, float_format="%.4f"))
+    m = match_columns(truth, s.columns)
+    ce = m[m.species == "Ce"]
+    exact = float(((ce.pred_row >= 0) & (ce.pred_n == ce.n_atoms) & (ce.pred_species == "Ce")).mean())
+    return {"files_network": [str(figure), str(csv)], "ce_exact": exact, "recall": float((m.pred_row >= 0).mean()),
+            "detected": len(s.columns)}

@@ -22,6 +22,7 @@ from hrtem3d.simulate import MultisliceConfig, exit_wave
 from hrtem3d.structure import CERIA, ParticleEnvelope, column_table, random_particle
 
 MATERIALS = {"CeO2": CERIA}
+SCHEDULER_TIMEOUT_S = 15
 
 
 @dataclass
@@ -125,7 +126,7 @@ def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSet
 
 
 def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,
-              done: Callable[[dict], None]) -> None:
+              done: Callable[[dict], None], task: Callable[[int, dict], dict] = simulate_one) -> None:
     from dask.distributed import Client, LocalCluster, as_completed
     from distributed.scheduler import KilledWorker
 
@@ -133,7 +134,7 @@ def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,
         logging.getLogger(name).setLevel(logging.ERROR)
     if scheduler:
         try:
-            client = Client(scheduler, timeout="15s")
+            client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
         except OSError as e:
             raise HrtemError(f"cannot reach the dask scheduler at {scheduler} ({e}); "
                              "check the address or drop --scheduler to run locally") from None
@@ -145,9 +146,9 @@ def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,
                                dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     try:
-        window = max(4, 4 * max(1, len(client.scheduler_info()["workers"])))
+        window = max(4, 4 * max(1, len(client.scheduler_info().get("workers", {}))))
         pending = iter(todo)
-        futures = as_completed([client.submit(simulate_one, i, sdict, pure=False)
+        futures = as_completed([client.submit(task, i, sdict, pure=False)
                                 for i, _ in zip(pending, range(window))])
         for fut in futures:
             try:
@@ -161,7 +162,7 @@ def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,
             done(result)
             nxt = next(pending, None)
             if nxt is not None:
-                futures.add(client.submit(simulate_one, nxt, sdict, pure=False))
+                futures.add(client.submit(task, nxt, sdict, pure=False))
     finally:
         client.close()
         if cluster is not None:

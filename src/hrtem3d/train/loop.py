@@ -119,7 +119,6 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     train_idx, val_idx = split_structures(done, config.val_fraction)
     cw = class_weights_from_counts(class_counts(root, train_idx, scheme), config.class_weight_power)
     envelope = envelope or OpticsEnvelope()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     train_ds = HrtemDataset(data, train_idx, crop=config.crop, samples_per_epoch=config.batch * 200,
                             envelope=envelope, seed=config.seed * 1000 + rank, class_weights=cw,
                             centre_weight=config.centre_weight)

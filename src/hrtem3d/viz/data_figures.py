@@ -51,3 +51,29 @@ def _scale_bar(ax, shape: tuple[int, int], sampling_A: float, length_A: float = 
     ax.plot([shape[1] * 0.05, shape[1] * 0.05 + n], [y, y], color="white", lw=3)
     ax.text(shape[1] * 0.05 + n / 2, y - shape[0] * 0.03, f"{length_A:g} Å", color="white",
             ha="center", fontsize=7)
+
+
+def network_figure(clean: np.ndarray, noisy: np.ndarray, cls: np.ndarray, alpha: np.ndarray, pred: np.ndarray,
+                   confidence: np.ndarray, scheme: ClassScheme, sampling_A: float, dose: float,
+                   title: str = "") -> Figure:
+    """The paper's Figure 1: clean image, noisy input, target, network output, confidence map."""
+    fig = Figure(figsize=(16, 3.7), layout="constrained")
+    axes = fig.subplots(1, 5)
+    axes[0].imshow(clean, cmap="gray")
+    axes[0].set_title("(a) clean image")
+    axes[1].imshow(noisy, cmap="gray")
+    axes[1].set_title(f"(b) noisy input, {dose:g} e/Å²")
+    axes[2].imshow(render_classes(cls, scheme, alpha))
+    axes[2].set_title("(c) target")
+    axes[3].imshow(render_classes(pred, scheme))
+    axes[3].set_title("(d) network output")
+    im = axes[4].imshow(np.where(pred > 0, confidence, np.nan), cmap="magma", vmin=0, vmax=1)
+    axes[4].set_facecolor("black")
+    axes[4].set_title("(e) confidence")
+    fig.colorbar(im, ax=axes[4], shrink=0.8)
+    for ax in axes:
+        ax.set_axis_off()
+        _scale_bar(ax, clean.shape, sampling_A)
+    if title:
+        fig.suptitle(title)
+    return fig
