@@ -124,3 +124,29 @@ def test_segment_without_pixel_size_is_one_clear_error(tiny_model, tmp_path):
     r = runner.invoke(app, ["segment", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o"),
                             "--model", str(tiny_model)])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+
+
+def test_platt_scaling_fixes_overconfidence():
+    from hrtem3d.analyze.calibrate import apply_calibration, fit_platt
+    from hrtem3d.analyze.evaluate import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    true_p = rng.uniform(0.3, 0.95, 5000)
+    correct = rng.random(5000) < true_p
+    overconfident = true_p ** 0.3  # claims more than it knows
+    before = expected_calibration_error(overconfident, correct)
+    a, b = fit_platt(overconfident, correct)
+    after = expected_calibration_error(apply_calibration(overconfident, a, b), correct)
+    assert before > 0.1 and after < 0.03
+
+
+def test_matching_is_one_to_one_within_distance():
+    from hrtem3d.analyze.evaluate import match_columns
+
+    truth = pd.DataFrame({"species": ["Ce", "Ce", "O"], "x_A": [0.0, 3.3, 1.4], "y_A": [0.0, 0.0, 0.0],
+                          "n_atoms": [5, 6, 4]})
+    pred = pd.DataFrame({"species": ["Ce", "O", "Ce"], "x_A": [0.1, 1.5, 9.0], "y_A": [0.0, 0.1, 0.0],
+                         "n_atoms": [5, 3, 2], "confidence": [0.9, 0.8, 0.7]})
+    m = match_columns(truth, pred)
+    assert list(m.pred_row) == [0, -1, 1]
+    assert list(m.pred_n) == [5, 0, 3]

@@ -153,6 +153,21 @@ def evaluate(
 
 @app.command()
 @_friendly
+def calibrate(
+    model: Path = typer.Argument(..., help="Model file to calibrate (rewritten in place unless --out)."),
+    data: Path = typer.Option(..., help="The training store: its validation structures are used."),
+    out: Path = typer.Option(None, help="Write the calibrated model here instead."),
+    n_images: int = typer.Option(60, help="Validation images (doses across the envelope)."),
+) -> None:
+    """Calibrate the column confidence (Platt scaling) on validation structures, never on test data."""
+    from hrtem3d.analyze.calibrate import calibrate_model
+
+    c = calibrate_model(model, data, out, n_images)
+    typer.echo(f"confidence map sigma({c['a']:.3f} logit(p) + {c['b']:.3f}) from {c['n_columns']} columns")
+
+
+@app.command()
+@_friendly
 def demo(out: Path = typer.Option(Path("demo_output"), help="Folder for the demo's figures and tables."),
          seed: int = typer.Option(7, help="Seed of the example particle.")) -> None:
     """Run the pipeline on a built-in simulated example and write its figures (a few minutes)."""

@@ -60,6 +60,7 @@ class Segmenter:
         self.scheme = ClassScheme.from_dict(self.meta["scheme"])
         self.pixel_size_A = float(self.meta["pixel_size_A"])
         self.temperature = float(self.meta.get("temperature", 1.0))
+        self.calibration = self.meta.get("column_calibration")
         self.tile, self.overlap, self.contrast = tile, overlap, contrast
         self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
 
@@ -116,6 +117,11 @@ class Segmenter:
         work = self.polarity(work) * work
         probs = self.probabilities(work)
         cols = find_columns(probs, self.scheme, self.pixel_size_A)
+        if self.calibration and len(cols):
+            from hrtem3d.analyze.calibrate import apply_calibration
+
+            cols["confidence"] = apply_calibration(cols["confidence"].to_numpy(), self.calibration["a"],
+                                                   self.calibration["b"])
         x_in, y_in = to_input_coords(cols["x_px"].to_numpy(), cols["y_px"].to_numpy(), factors)
         cols["x_px"], cols["y_px"] = x_in, y_in
         cols.insert(0, "frame", frame)
