@@ -19,7 +19,7 @@ from hrtem3d.data import store
 from hrtem3d.data.normalize import normalize_image
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import weight_map
-from hrtem3d.simulate.optics import Optics, OpticsEnvelope, angular_grid, blur, transfer_at, wavelength_A
+from hrtem3d.simulate.optics import Optics, OpticsEnvelope, angular_grid, blur, shot_noise, transfer_at, wavelength_A
 
 
 class ExitWaveBank:
@@ -36,7 +36,8 @@ class ExitWaveBank:
         ky = sfft.fftfreq(self.shape[0], sampling_A)[:, None]
         kx = sfft.fftfreq(self.shape[1], sampling_A)[None, :]
         self.inside = np.flatnonzero(((kx**2 + ky**2) * lam**2 <= (max_aperture_mrad * 1.001e-3) ** 2).ravel())
-        self.angles = [g.ravel()[self.inside] for g in angular_grid(self.shape, sampling_A, lam)]
+        # float32 is plenty here (phase error < 1e-5 rad) and twice as fast
+        self.angles = [g.ravel()[self.inside].astype(np.float32) for g in angular_grid(self.shape, sampling_A, lam)]
         self.spectra = [sfft.fft2(w, workers=1).reshape(w.shape[0], -1)[:, self.inside].astype(np.complex64)
                         for w in waves]
 
@@ -123,8 +124,8 @@ class HrtemDataset(Dataset):
         y0, x0 = self._crop_origin(rng, k)
         sl = (slice(y0, y0 + self.crop), slice(x0, x0 + self.crop))
         clean = clean[sl]
-        lam = np.clip(clean, 0, None) * (det.dose_e_per_A2 * self.sampling_A**2)
-        counts = blur(rng.poisson(lam).astype(np.float32), det, self.sampling_A)
+        lam = np.clip(clean, 0, None) * np.float32(det.dose_e_per_A2 * self.sampling_A**2)
+        counts = blur(shot_noise(lam, rng), det, self.sampling_A)
         cls, alpha = self.cls[k][sl], store.alpha_float(self.alpha[k][sl])
         t = int(rng.integers(8)) if self.augment else 0
         return {"structure": self.indices[k], "optics": optics, "detector": det, "clean": _dihedral(clean, t),

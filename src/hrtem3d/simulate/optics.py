@@ -85,20 +85,24 @@ def transfer_at(optics: Optics, alpha2: np.ndarray, cos2phi: np.ndarray, sin2phi
     """
     lam = wavelength_A(optics.energy_eV)
     a2 = alpha2
+    f = np.float32 if alpha2.dtype == np.float32 else float
     phi12 = np.deg2rad(optics.phi12_deg)
-    c, s = np.cos(2 * phi12), np.sin(2 * phi12)
-    c1 = optics.c1_A + optics.c12_A * (cos2phi * c + sin2phi * s)  # C10 + C12 cos 2(phi - phi12)
+    c, s = f(np.cos(2 * phi12)), f(np.sin(2 * phi12))
+    c1 = f(optics.c1_A) + f(optics.c12_A) * (cos2phi * c + sin2phi * s)  # C10 + C12 cos 2(phi - phi12)
     a4 = a2 * a2
-    k = 2 * np.pi / lam
-    chi = k * (a2 * c1 / 2 + a4 * (optics.c3_A / 4) + a4 * a2 * (optics.c5_A / 6))
-    env = np.exp(-((0.5 * np.pi / lam * optics.focal_spread_A * a2) ** 2))
+    k = f(2 * np.pi / lam)
+    chi = k * (a2 * (c1 / 2) + a4 * f(optics.c3_A / 4) + a4 * a2 * f(optics.c5_A / 6))
+    env = np.exp(-((f(0.5 * np.pi / lam * optics.focal_spread_A) * a2) ** 2))
     if optics.angular_spread_mrad:
         a = np.sqrt(a2)
         dchi_dk = k * (c1 * a + optics.c3_A * a2 * a + optics.c5_A * a4 * a)
         dchi_dphi = -k * optics.c12_A * (sin2phi * c - cos2phi * s) * a
         env = env * np.exp(-((optics.angular_spread_mrad / 2e3) ** 2) * (dchi_dk**2 + dchi_dphi**2))
-    env = env * (a2 <= (optics.aperture_mrad / 1e3) ** 2)
-    return (env * np.exp(-1j * chi)).astype(np.complex64)
+    env = env * (a2 <= f((optics.aperture_mrad / 1e3) ** 2))
+    out = np.empty(chi.shape, np.complex64)
+    out.real = env * np.cos(chi)
+    out.imag = -env * np.sin(chi)
+    return out
 
 
 def image_intensity(wave: np.ndarray, optics: Optics, sampling_A: float) -> np.ndarray:
@@ -140,8 +144,26 @@ def detect(intensity: np.ndarray, detector: Detector, sampling_A: float,
     The expected count in vacuum is dose x pixel area (e/Å² x Å²); blurs keep the mean.
     """
     lam = np.clip(intensity, 0, None) * (detector.dose_e_per_A2 * sampling_A**2)
-    counts = rng.poisson(lam).astype(np.float32)
-    return blur(counts, detector, sampling_A)
+    return blur(shot_noise(lam, rng), detector, sampling_A)
+
+
+def shot_noise(lam: np.ndarray, rng: np.random.Generator, exact_below: float = 50.0) -> np.ndarray:
+    """Poisson counts with mean `lam` (electrons per pixel), float32.
+
+    Pixels with a mean below `exact_below` are drawn from the Poisson distribution itself;
+    brighter ones from its normal limit N(lam, lam), rounded and clipped at 0 (skewness
+    below 0.14 there), which is about eight times faster.
+    """
+    lam = np.asarray(lam, np.float32)
+    high = lam >= exact_below
+    if not high.any():
+        return rng.poisson(lam).astype(np.float32)
+    out = np.rint(lam + np.sqrt(lam) * rng.standard_normal(lam.shape, dtype=np.float32))
+    np.maximum(out, 0, out=out)
+    if not high.all():
+        low = ~high
+        out[low] = rng.poisson(lam[low])
+    return out.astype(np.float32)
 
 
 def blur(image: np.ndarray, detector: Detector, sampling_A: float) -> np.ndarray:

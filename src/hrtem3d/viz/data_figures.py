@@ -67,8 +67,7 @@ def network_figure(clean: np.ndarray, noisy: np.ndarray, cls: np.ndarray, alpha:
     axes[2].set_title("(c) target")
     axes[3].imshow(render_classes(pred, scheme))
     axes[3].set_title("(d) network output")
-    im = axes[4].imshow(np.where(pred > 0, confidence, np.nan), cmap="magma", vmin=0, vmax=1)
-    axes[4].set_facecolor("black")
+    im = axes[4].imshow(np.where(pred > 0, confidence, 0.0), cmap="magma", vmin=0, vmax=1)
     axes[4].set_title("(e) confidence")
     fig.colorbar(im, ax=axes[4], shrink=0.8)
     for ax in axes:
