@@ -37,9 +37,14 @@ def training_sample_figure(clean: np.ndarray, noisy: list[np.ndarray], doses: li
         for c in present[:: max(1, len(present) // 4)]:
             axes[-1].plot([], [], "s", color=colors[c], label=f"{name} {c - scheme.offset(name)}")
     axes[-1].legend(loc="lower right", fontsize=6, ncols=2, framealpha=0.6)
+    return _finish(fig, axes, clean.shape, sampling_A, title)
+
+
+def _finish(fig: Figure, axes, shape: tuple[int, int], sampling_A: float, title: str) -> Figure:
+    """Hide the axes, add a 1 nm scale bar to every panel and the title."""
     for ax in axes:
         ax.set_axis_off()
-        _scale_bar(ax, clean.shape, sampling_A)
+        _scale_bar(ax, shape, sampling_A)
     if title:
         fig.suptitle(title)
     return fig
@@ -70,9 +75,4 @@ def network_figure(clean: np.ndarray, noisy: np.ndarray, cls: np.ndarray, alpha:
     im = axes[4].imshow(np.where(pred > 0, confidence, 0.0), cmap="magma", vmin=0, vmax=1)
     axes[4].set_title("(e) confidence")
     fig.colorbar(im, ax=axes[4], shrink=0.8)
-    for ax in axes:
-        ax.set_axis_off()
-        _scale_bar(ax, clean.shape, sampling_A)
-    if title:
-        fig.suptitle(title)
-    return fig
+    return _finish(fig, axes, clean.shape, sampling_A, title)
