@@ -22,7 +22,7 @@ def accuracy_vs_dose(summary: pd.DataFrame) -> Figure:
     ax.set_ylabel("fraction of true columns")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     return fig
 
 
