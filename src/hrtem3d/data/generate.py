@@ -105,7 +105,7 @@ def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSet
     have = store.completed(root)
     todo = [i for i in range(n_structures) if i not in have]
     sdict = settings.to_dict()
-    bar = _progress(len(todo), progress, initial=n_structures - len(todo), total=n_structures)
+    bar = _progress(progress, initial=n_structures - len(todo), total=n_structures)
 
     def done(result: dict) -> None:
         store.write_structure(root, result)
@@ -169,7 +169,7 @@ def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,
             cluster.close()
 
 
-def _progress(n: int, enabled: bool, initial: int, total: int):
+def _progress(enabled: bool, initial: int, total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc="structures", unit="structure")

@@ -138,7 +138,7 @@ def settings_of(root: zarr.Group) -> dict:
     return dict(root.attrs["settings"])
 
 
-def structure_groups(root: zarr.Group, require_complete: bool = True) -> list[zarr.Group]:
+def structure_groups(root: zarr.Group) -> list[zarr.Group]:
     """Sorted completed structure groups."""
     done = sorted(completed(root))
     return [root["structures"][structure_name(i)] for i in done]

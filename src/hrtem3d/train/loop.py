@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +86,9 @@ def split_structures(indices: list[int], val_fraction: float) -> tuple[list[int]
 def class_counts(root, indices: list[int], scheme: ClassScheme) -> np.ndarray:
     """Pixel count per class over the target maps of `indices`."""
     counts = np.zeros(scheme.n_classes, np.int64)
+    wanted = set(indices)
     for g in store.structure_groups(root):
-        if int(g.attrs["index"]) in set(indices):
+        if int(g.attrs["index"]) in wanted:
             counts += np.bincount(g["cls"][:].ravel(), minlength=scheme.n_classes)[: scheme.n_classes]
     return counts
 
@@ -137,7 +138,6 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config), last_epoch=-1)
     for group in opt.param_groups:
         group["lr"] = config.lr * _lr_factor(state["step"], config)
 
@@ -184,7 +184,6 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
                 break
         epoch += 1
     bar.close()
-    del sched
     if rank == 0:
         temperature = fit_temperature(model, val_ds, dev)
         meta = {"scheme": scheme.to_dict(), "pixel_size_A": float(settings["multislice"]["store_sampling_A"]),
@@ -273,4 +272,4 @@ def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d, default=list))
 
 
-__all__ = ["TrainConfig", "train", "field"]
+__all__ = ["TrainConfig", "train"]
