@@ -116,20 +116,73 @@ def segment(
     contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    export_3d: bool = typer.Option(False, "--export-3d",
+                                   help="Also write an estimated 3D atomic model: model.xyz (extended XYZ, "
+                                        "every frame) and model.cif (first frame); each column's atoms are "
+                                        "stacked along the beam at the crystal spacing by --stack-rule."),
+    stack_rule: str = typer.Option("symmetric", "--stack-rule",
+                                   help="symmetric or flat. symmetric: each column centred on the mid-plane "
+                                        "(right volume and counts; heights unknown from one image); "
+                                        "flat: every column on a flat bottom (particle on a support)."),
 ) -> None:
     """Find every atomic column and its depth (atoms in the column) in each image.
 
     Writes OUT/<input stem>/columns.csv (frame, column_id, x_px, y_px, x_A, y_A, species, n_atoms,
-    confidence), labels.tif, confidence.tif and overlay.png.
+    confidence), labels.tif, confidence.tif and overlay.png; with --export-3d also model.xyz and model.cif.
     """
     from hrtem3d.analyze.segment import Segmenter
     from hrtem3d.workflows import segment_file
 
     seg = Segmenter(model, device=device, contrast=contrast)
     for path in inputs:
-        r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress)
+        r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
+                         stack_rule=stack_rule)
         skipped = f", skipped frames {r['skipped_frames']} (NaN/Inf)" if r["skipped_frames"] else ""
         typer.echo(f"{path}: {r['frames']} frame(s), {r['columns']} columns -> {r['out']}{skipped}")
+        if export_3d:
+            typer.echo(f"  3D model ({stack_rule}, {r['model_atoms']} atoms in frame 0): "
+                       f"{', '.join(r['model_files'])}")
+
+
+@app.command()
+@_friendly
+def track(
+    input: Path = typer.Argument(..., help="A movie: TIFF stack, EMD, DM4 stack, MRC, SER or NPY [frames, y, x]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (a rerun with the same settings resumes)."),
+    pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's)."),
+    fps: float = typer.Option(None, help="Frames per second (overrides the file's frame interval)."),
+    start: int = typer.Option(0, help="First frame to process."),
+    stop: int = typer.Option(None, help="Stop before this frame (default: the end)."),
+    workers: int = typer.Option(1, help="Parallel dask worker processes over frame chunks (1 = this process)."),
+    scheduler: str = typer.Option(None, help="Address of a running dask scheduler (a cluster)."),
+    chunk: int = typer.Option(16, help="Frames per chunk: the unit of parallel work and of resuming."),
+    model: Path = typer.Option(None, help="Model file; default: the model shipped with hrtem3d."),
+    contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto (decided on the first frame)."),
+    switch_prob: float = typer.Option(1e-3, help="Depth HMM: chance per frame that a column's depth changes."),
+    figures: bool = typer.Option(True, help="Write the overlay movie and figures."),
+    progress: bool = typer.Option(True, help="Show a progress bar (frames/s)."),
+) -> None:
+    """Segment every frame of a movie, correct drift, link columns, denoise depths in time, find events.
+
+    Writes OUT/columns.parquet (every frame: the column table plus time_s; n_atoms and confidence
+    after temporal denoising, the single-frame values as n_atoms_raw and confidence_raw),
+    OUT/tracks.parquet, OUT/events.csv (migration, o_vacancy, ce_loss, ce_gain, o_gain),
+    OUT/summary.json and the figures. Memory stays bounded: frames are read and segmented a chunk
+    at a time. Interrupted? Rerun the same command: finished chunks are kept.
+    """
+    from hrtem3d.analyze.temporal import TemporalModel
+    from hrtem3d.tracking import TrackSettings, track_movie
+
+    if not 0 < switch_prob < 0.5:
+        raise HrtemError(f"--switch-prob must lie between 0 and 0.5, got {switch_prob}")
+    s = TrackSettings(pixel_size_A=pixel_size, fps=fps, start=start, stop=stop, chunk=chunk, workers=workers,
+                      scheduler=scheduler, model=str(model) if model else None, contrast=contrast,
+                      temporal=TemporalModel(switch_prob=switch_prob))
+    r = track_movie(input, out, s, progress=progress, figures=figures)
+    skipped = f"; skipped frames {r['skipped_frames']}" if r["skipped_frames"] else ""
+    kinds = ", ".join(f"{v} {k}" for k, v in r["event_kinds"].items()) or "none"
+    typer.echo(f"{input}: {r['frames']} frames, {r['tracks']} tracked columns, {r['events']} events ({kinds})"
+               f"{skipped} -> {out}")
 
 
 @app.command()

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from hrtem3d.analyze.model3d import RULES, columns_to_atoms, write_model
 from hrtem3d.analyze.segment import Segmenter
 from hrtem3d.errors import HrtemError
 from hrtem3d.fsutil import atomic_write, save_figure
@@ -16,16 +17,20 @@ from hrtem3d.viz.overlay import overlay_figure
 
 
 def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pixel_size_A: float | None = None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, export_3d: bool = False, stack_rule: str = "symmetric") -> dict:
     """Segment every frame of one image or stack; write `out_dir/<stem>/` outputs.
 
     Outputs: `columns.csv` (the DESIGN.md column table), `labels.tif` (uint8 class per
     pixel, one page per frame), `confidence.tif` (float32), `overlay.png` (first frame).
-    Each file is written to a temporary name and renamed when complete.
+    With `export_3d`, also the estimated 3D model (`analyze.model3d`, columns stacked along
+    the beam by `stack_rule`): `model.xyz` (extended XYZ, one structure per segmented frame)
+    and `model.cif` (the first). Each file is written to a temporary name and renamed when complete.
     """
     from tqdm.auto import tqdm
 
     path = Path(path)
+    if export_3d and stack_rule not in RULES:
+        raise HrtemError(f"unknown stacking rule {stack_rule!r}; use one of {', '.join(RULES)}")
     src = open_image(path, pixel_size_A=pixel_size_A)
     dest = Path(out_dir) / path.stem
     dest.mkdir(parents=True, exist_ok=True)
@@ -55,8 +60,13 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
     atomic_write(dest / "confidence.tif", lambda p: tifffile.imwrite(p, np.stack(confs).astype(np.float32)))
     fig = overlay_figure(first[0], first[1], src.pixel_size_A, title=f"{path.name}: {len(first[1])} columns")
     save_figure(fig, dest / "overlay.png")
-    return {"input": str(path), "out": str(dest), "frames": src.n_frames, "columns": len(table),
-            "skipped_frames": skipped, "pixel_size_A": src.pixel_size_A}
+    result = {"input": str(path), "out": str(dest), "frames": src.n_frames, "columns": len(table),
+              "skipped_frames": skipped, "pixel_size_A": src.pixel_size_A}
+    if export_3d:
+        models = [columns_to_atoms(t, rule=stack_rule) for t in tables]
+        result["model_files"] = [str(f) for f in write_model(models, dest / "model")]
+        result["model_atoms"] = len(models[0])
+    return result
 
 
 def evaluate_to_folder(model_path, test_path, out_dir, train_path=None, doses=None, max_structures=None,

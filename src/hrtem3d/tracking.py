@@ -1,0 +1,307 @@
+"""`hrtem3d track`: segment every frame of a movie, link columns, denoise depths in time, find events.
+
+Streaming and resumable: frames are segmented a chunk at a time (in this process, or in
+parallel on dask workers), and each finished chunk is written to `DIR/.parts/` under a
+temporary name, then renamed. A killed run, started again with the same command, skips
+the finished chunks. Linking, the depth HMM, the events and the figures run at the end
+on the column tables alone (never on the whole movie in memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hrtem3d.analyze.drift import frame_shift
+from hrtem3d.analyze.events import find_events
+from hrtem3d.analyze.linking import link_columns, track_table
+from hrtem3d.analyze.segment import TABLE_FIELDS, Segmenter
+from hrtem3d.analyze.temporal import TemporalModel, denoise_depths, name_probabilities
+from hrtem3d.errors import HrtemError
+from hrtem3d.fsutil import atomic_write
+from hrtem3d.io import open_image
+
+PARTS = ".parts"
+
+
+@dataclass
+class TrackSettings:
+    """What `track` needs besides the input and output paths.
+
+    Attributes:
+        pixel_size_A: overrides the file's calibration (Å/pixel).
+        fps: frames per second; overrides the file's frame interval.
+        start, stop: frame range [start, stop) to process.
+        chunk: frames per unit of work (and per resumable part).
+        workers: dask worker processes (1 = this process).
+        scheduler: address of a running dask scheduler (overrides workers).
+        model: a model file; None uses the shipped default.
+        contrast: "auto", "bright" or "dark" (decided once, on the reference frame).
+        search_range_A, memory: linking (see `analyze.linking.link_columns`).
+        temporal: the depth HMM settings.
+    """
+
+    pixel_size_A: float | None = None
+    fps: float | None = None
+    start: int = 0
+    stop: int | None = None
+    chunk: int = 16
+    workers: int = 1
+    scheduler: str | None = None
+    model: str | None = None
+    contrast: str = "auto"
+    search_range_A: float = 0.6
+    memory: int = 5
+    temporal: TemporalModel = field(default_factory=TemporalModel)
+
+
+_SEGMENTERS: dict = {}
+
+
+def _segmenter(model: str | None, contrast: str, threads: int | None) -> Segmenter:
+    """One loaded model per process (dask workers reuse it across chunks)."""
+    key = (model, contrast, threads)
+    if key not in _SEGMENTERS:
+        _SEGMENTERS[key] = Segmenter(model, contrast=contrast, threads=threads)
+    return _SEGMENTERS[key]
+
+
+def segment_chunk(path: str, pixel_size_A: float, first: int, last: int, model: str | None, contrast: str,
+                  reference: np.ndarray, part: str, threads: int | None = None) -> dict:
+    """Segment frames [first, last) and write the part files; returns the part's summary.
+
+    `part.parquet` holds the per-frame column tables with the class probabilities and the
+    frame's drift; `part.json` (written last, so it marks the part complete) lists the
+    processed frames, their drift (Å) and the skipped frames with the reason.
+    """
+    seg = _segmenter(model, contrast, threads)
+    src = open_image(path, pixel_size_A=pixel_size_A)
+    tables, done, drift, skipped = [], [], [], {}
+    for i, frame in _frames(src, first, last, skipped):
+        if not np.isfinite(frame).all():
+            skipped[i] = "NaN or Inf pixels"
+            continue
+        s = seg.segment(frame, src.pixel_size_A, frame=i)
+        dx, dy = frame_shift(reference, s.working_image)
+        d = (dx * seg.pixel_size_A, dy * seg.pixel_size_A)
+        tables.append(name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1]))
+        done.append(i)
+        drift.append(d)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    part = Path(part)
+    atomic_write(part.with_suffix(".parquet"), lambda p: table.to_parquet(p, index=False))
+    info = {"first": first, "last": last, "frames": done, "drift_A": drift,
+            "skipped": {str(k): v for k, v in skipped.items()}}
+    atomic_write(part.with_suffix(".json"), lambda p: p.write_text(json.dumps(info)))
+    return info
+
+
+def _frames(src, first: int, last: int, skipped: dict):
+    """Frames of [first, last); an unreadable block is retried frame by frame and bad frames skipped."""
+    try:
+        for start, block in src.frames(first, last, chunk=last - first):
+            yield from ((start + k, block[k]) for k in range(len(block)))
+        return
+    except HrtemError:
+        pass
+    for i in range(first, last):
+        try:
+            (_, block), = list(src.frames(i, i + 1, chunk=1))
+        except HrtemError as e:
+            skipped[i] = str(e)
+            continue
+        yield i, block[0]
+
+
+def _fingerprint(path: Path, src, s: TrackSettings, model: str | None) -> dict:
+    st = path.stat()
+    mfile = Path(model) if model else None
+    if mfile is None:
+        from hrtem3d.model.io import default_model_path
+
+        mfile = default_model_path()
+    mhash = hashlib.sha256(mfile.read_bytes()).hexdigest()[:16]
+    return {"input": str(path.resolve()), "bytes": st.st_size, "shape": list(src.shape),
+            "pixel_size_A": src.pixel_size_A, "chunk": s.chunk, "model_sha256": mhash}
+
+
+def _prepare(path: Path, dest: Path, s: TrackSettings):
+    """Open the input, check or write the run's settings, fix the reference frame and contrast."""
+    src = open_image(path, pixel_size_A=s.pixel_size_A)
+    stop = src.n_frames if s.stop is None else s.stop
+    if not (0 <= s.start < stop <= src.n_frames):
+        raise HrtemError(f"{path.name}: frame range {s.start}..{stop} is outside its {src.n_frames} frame(s)")
+    parts = dest / PARTS
+    parts.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(path, src, s, s.model)
+    fp_file = parts / "settings.json"
+    if fp_file.exists() and json.loads(fp_file.read_text()) != fp:
+        raise HrtemError(f"{dest} holds a run of another input or settings; use another --out or delete "
+                         f"{fp_file.parent}")
+    atomic_write(fp_file, lambda p: p.write_text(json.dumps(fp)))
+    ref_file = parts / "reference.npz"
+    if ref_file.exists():
+        with np.load(ref_file) as z:
+            return src, stop, z["image"], str(z["contrast"])
+    seg = Segmenter(s.model, contrast=s.contrast)
+    for first, block in src.frames(s.start, stop, chunk=1):
+        if np.isfinite(block[0]).all():
+            ref = seg.segment(block[0], src.pixel_size_A, frame=first).working_image
+            contrast = "bright" if seg.polarity(ref) > 0 else "dark"
+            atomic_write(ref_file, lambda p, r=ref, c=contrast, f=first: np.savez(p, image=r, contrast=c, frame=f))
+            return src, stop, ref, contrast
+    raise HrtemError(f"{path.name}: every frame in {s.start}..{stop} holds NaN or Inf values; nothing to track")
+
+
+def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) -> tuple:
+    """Segment every frame not yet done; returns (source, stop, contrast)."""
+    from tqdm.auto import tqdm
+
+    src, stop, ref, contrast = _prepare(path, dest, s)
+    parts = dest / PARTS
+    todo = [(a, min(a + s.chunk, stop)) for a in range(s.start, stop, s.chunk)
+            if not (parts / f"chunk_{a:08d}.json").exists()]
+    bar = tqdm(total=stop - s.start, initial=stop - s.start - sum(b - a for a, b in todo), disable=not progress,
+               desc=f"track {path.name}", unit="frame", smoothing=0.1)
+    args = (str(path), src.pixel_size_A)
+    if s.workers <= 1 and not s.scheduler:
+        for a, b in todo:
+            segment_chunk(*args, a, b, s.model, contrast, ref, str(parts / f"chunk_{a:08d}"))
+            bar.update(b - a)
+    else:
+        _run_dask(todo, args, s, contrast, ref, parts, bar)
+    bar.close()
+    return src, stop, contrast
+
+
+def _run_dask(todo, args, s: TrackSettings, contrast, ref, parts: Path, bar) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, s.workers))
+    cluster = None if s.scheduler else LocalCluster(n_workers=s.workers, threads_per_worker=1, processes=True,
+                                                    dashboard_address=None)
+    try:
+        with Client(s.scheduler or cluster) as client:
+            ref_f = client.scatter(ref, broadcast=True)
+            futs = {client.submit(segment_chunk, *args, a, b, s.model, contrast, ref_f,
+                                  str(parts / f"chunk_{a:08d}"), threads, pure=False): b - a for a, b in todo}
+            for f in as_completed(futs):
+                f.result()
+                bar.update(futs[f])
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def gather_parts(dest: Path, start: int, stop: int, chunk: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, dict]:
+    """All finished parts: (columns, frames, drift_A [n, 2], skipped {frame: reason})."""
+    tables, frames, drift, skipped = [], [], [], {}
+    for a in range(start, stop, chunk):
+        base = dest / PARTS / f"chunk_{a:08d}"
+        info = json.loads(base.with_suffix(".json").read_text())
+        t = pd.read_parquet(base.with_suffix(".parquet"))
+        if len(t):
+            tables.append(t)
+        frames += info["frames"]
+        drift += info["drift_A"]
+        skipped.update({int(k): v for k, v in info["skipped"].items()})
+    cols = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=TABLE_FIELDS)
+    return cols, np.asarray(frames, int), np.asarray(drift, float).reshape(-1, 2), skipped
+
+
+def analyze_movie(cols: pd.DataFrame, frames: np.ndarray, drift: np.ndarray, field_A: tuple[float, float],
+                  times: np.ndarray, pixel_size_A: float, scheme, s: TrackSettings) -> tuple:
+    """Link, denoise depths in time and find events: (columns, tracks, events)."""
+    cols = link_columns(cols, s.search_range_A, s.memory)
+    tracks = track_table(cols)
+    path, post = denoise_depths(cols, tracks, frames, drift, field_A, scheme, s.temporal)
+    fi = np.searchsorted(frames, cols["frame"].to_numpy())
+    ti = pd.Series(np.arange(len(tracks)), index=tracks["column_id"]).loc[cols["column_id"]].to_numpy()
+    state = path[fi, ti]
+    cols = cols.rename(columns={"n_atoms": "n_atoms_raw", "confidence": "confidence_raw", "species": "species_raw"})
+    cols["species"] = tracks["species"].to_numpy()[ti]
+    cols["n_atoms"] = np.where(state > 0, state, cols["n_atoms_raw"])
+    cols["confidence"] = post[fi, ti, cols["n_atoms"].to_numpy()]
+    cols["time_s"] = times[fi]
+    events = find_events(path, post, frames, tracks, cols, times, pixel_size_A)
+    tracks["n_atoms_first"] = path[tracks["first_frame"].map(lambda f: np.searchsorted(frames, f)), np.arange(
+        len(tracks))]
+    tracks["n_atoms_last"] = path[tracks["last_frame"].map(lambda f: np.searchsorted(frames, f)), np.arange(
+        len(tracks))]
+    tracks["n_events"] = tracks["column_id"].map(events["column_id"].value_counts()).fillna(0).astype(int)
+    keep = TABLE_FIELDS + ["time_s", "n_atoms_raw", "confidence_raw", "species_raw", "p_column", "drift_x_A",
+                           "drift_y_A", "xc_A", "yc_A"]
+    return cols[[c for c in keep if c in cols]].sort_values(["frame", "column_id"]), tracks, events
+
+
+def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings | None = None,
+                progress: bool = True, figures: bool = True) -> dict:
+    """The whole `track` command: see the module docstring. Returns a summary dict."""
+    from hrtem3d.labels.scheme import ClassScheme
+    from hrtem3d.model.io import read_metadata
+
+    s = settings or TrackSettings()
+    if s.chunk < 1 or s.workers < 1:
+        raise HrtemError("--chunk and --workers must be at least 1")
+    path, dest = Path(path), Path(out_dir)
+    t0 = time.perf_counter()
+    src, stop, contrast = run_chunks(path, dest, s, progress)
+    t_seg = time.perf_counter() - t0
+    cols, frames, drift, skipped = gather_parts(dest, s.start, stop, s.chunk)
+    if len(frames) == 0:
+        raise HrtemError(f"{path.name}: no frame could be segmented (skipped: {_ranges(sorted(skipped))})")
+    interval = 1.0 / s.fps if s.fps else src.frame_interval_s
+    times = frames * (interval if interval else 1.0)
+    meta = read_metadata(s.model) if s.model else None
+    scheme = ClassScheme.from_dict(meta["scheme"]) if meta else _default_scheme()
+    ny, nx = src.shape[1:]
+    field_A = (nx * src.pixel_size_A, ny * src.pixel_size_A)
+    cols, tracks, events = analyze_movie(cols, frames, drift, field_A, times, src.pixel_size_A, scheme, s)
+    atomic_write(dest / "columns.parquet", lambda p: cols.to_parquet(p, index=False))
+    atomic_write(dest / "tracks.parquet", lambda p: tracks.to_parquet(p, index=False))
+    atomic_write(dest / "events.csv", lambda p: events.to_csv(p, index=False, float_format="%.4f"))
+    summary = {"input": str(path), "out": str(dest), "frames": int(len(frames)), "skipped_frames": sorted(skipped),
+               "skipped_reasons": {int(k): v for k, v in sorted(skipped.items())},
+               "frame_interval_s": interval, "pixel_size_A": src.pixel_size_A, "contrast": contrast,
+               "columns_per_frame": float(len(cols) / len(frames)), "tracks": int(len(tracks)),
+               "events": int(len(events)), "event_kinds": events["kind"].value_counts().to_dict(),
+               "segment_seconds": round(t_seg, 2), "settings": _jsonable(asdict(s))}
+    if interval is None:
+        summary["note"] = "the file gives no frame interval and --fps was not set: time_s counts frames"
+    if figures:
+        from hrtem3d.track_figures import movie_figures
+
+        summary["figures"] = movie_figures(src, dest, cols, tracks, events, frames, s.model, contrast,
+                                           1.0 / interval if interval else None)
+    atomic_write(dest / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+    return summary
+
+
+def _default_scheme():
+    from hrtem3d.labels.scheme import ClassScheme
+    from hrtem3d.model.io import default_model_path, read_metadata
+
+    return ClassScheme.from_dict(read_metadata(default_model_path())["scheme"])
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))
+
+
+def _ranges(frames: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    out, i = [], 0
+    while i < len(frames):
+        j = i
+        while j + 1 < len(frames) and frames[j + 1] == frames[j] + 1:
+            j += 1
+        out.append(f"{frames[i]}" if i == j else f"{frames[i]}-{frames[j]}")
+        i = j + 1
+    return ", ".join(out) or "none"

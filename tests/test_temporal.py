@@ -1,0 +1,168 @@
+"""Depth HMM, linking with drift, events: on synthetic per-frame tables (no model, no simulation)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hrtem3d.analyze.drift import frame_shift
+from hrtem3d.analyze.events import classify, find_events
+from hrtem3d.analyze.linking import link_columns, track_table
+from hrtem3d.analyze.temporal import (
+    TemporalModel,
+    denoise_depths,
+    posteriors,
+    probability_columns,
+    viterbi,
+)
+from hrtem3d.labels import DEFAULT_SCHEME
+
+PX = 0.1  # Å per pixel of the synthetic frames
+
+
+def _brute(e, eps):
+    nf, _, k = e.shape
+    best, marg, z = None, np.zeros((nf, k)), 0.0
+    for path in itertools.product(range(k), repeat=nf):
+        p = e[0, 0, path[0]] / k
+        for t in range(1, nf):
+            p *= (1 - eps if path[t] == path[t - 1] else eps / (k - 1)) * e[t, 0, path[t]]
+        z += p
+        for t in range(nf):
+            marg[t, path[t]] += p
+        if best is None or p > best[0]:
+            best = (p, path)
+    return np.array(best[1]), marg / z
+
+
+def test_viterbi_and_posteriors_match_exhaustive_enumeration():
+    rng = np.random.default_rng(0)
+    e = rng.uniform(0.05, 1.0, (6, 1, 3))
+    path, marg = _brute(e, 0.2)
+    assert np.array_equal(viterbi(e, 0.2)[:, 0], path)
+    np.testing.assert_allclose(posteriors(e, 0.2)[:, 0], marg, rtol=1e-6)
+
+
+def _synthetic_movie(rng, n_frames=30, drift_per_frame=(0.12, -0.07), p_right=0.55):
+    """Per-frame tables for 4 columns with two depth changes; noisy class probabilities."""
+    truth = {  # id: (species, x_A, y_A, depth per frame)
+        0: ("Ce", 10.0, 10.0, np.r_[np.full(10, 5), np.full(n_frames - 10, 4)]),
+        1: ("O", 11.35, 10.0, np.full(n_frames, 6)),
+        2: ("O", 20.0, 15.0, np.r_[np.full(20, 6), np.full(n_frames - 20, 4)]),
+        3: ("Ce", 25.0, 12.0, np.full(n_frames, 3)),
+    }
+    names = probability_columns(DEFAULT_SCHEME)
+    rows = []
+    for f in range(n_frames):
+        d = np.array(drift_per_frame) * f
+        for cid, (sp, x, y, depth) in truth.items():
+            n = depth[f]
+            p = np.full(24, 0.002)
+            guess = n if rng.random() < p_right else n + rng.choice([-1, 1])
+            p[DEFAULT_SCHEME.class_of(sp, guess) - 1] += 0.6
+            p[DEFAULT_SCHEME.class_of(sp, n) - 1] += 0.2
+            p += rng.uniform(0, 0.05, 24)
+            p /= p.sum()
+            row = {"frame": f, "x_A": x + d[0] + rng.normal(0, 0.05), "y_A": y + d[1] + rng.normal(0, 0.05),
+                   "species": sp, "n_atoms": int(guess), "confidence": p.max(), "drift_x_A": d[0] + rng.normal(0, 0.02),
+                   "drift_y_A": d[1] + rng.normal(0, 0.02), "true_id": cid}
+            row.update(dict(zip(names, p)))
+            rows.append(row)
+    cols = pd.DataFrame(rows)
+    cols["x_px"], cols["y_px"] = cols.x_A / PX, cols.y_A / PX
+    return cols, truth
+
+
+def _analyze(cols, n_frames=30):
+    cols = link_columns(cols)
+    tracks = track_table(cols)
+    frames = np.arange(n_frames)
+    drift = cols.groupby("frame")[["drift_x_A", "drift_y_A"]].first().to_numpy()
+    path, post = denoise_depths(cols, tracks, frames, drift, (40.0, 30.0), DEFAULT_SCHEME, TemporalModel())
+    ev = find_events(path, post, frames, tracks, cols, frames * 0.133, PX)
+    return cols, tracks, path, ev
+
+
+def test_linking_with_drift_gives_one_id_per_true_column():
+    cols, truth = _synthetic_movie(np.random.default_rng(1))
+    linked = link_columns(cols)
+    ids = linked.groupby("true_id")["column_id"].nunique()
+    assert (ids == 1).all()
+    assert linked["column_id"].nunique() == len(truth)
+    # without drift correction the 0.14 Å/frame drift over 30 frames (4 Å) breaks the tracks
+    no_drift = link_columns(cols.drop(columns=["drift_x_A", "drift_y_A"]), search_range_A=0.1, merge_A=0.0)
+    assert no_drift["column_id"].nunique() > len(truth)
+
+
+def test_gapped_track_is_merged_back():
+    cols, truth = _synthetic_movie(np.random.default_rng(2))
+    gap = cols[~((cols.true_id == 3) & cols.frame.between(8, 20))]  # gone for 13 frames > memory
+    linked = link_columns(gap, memory=3)
+    assert linked[linked.true_id == 3]["column_id"].nunique() == 1
+
+
+def test_hmm_recovers_depth_history_and_events():
+    rng = np.random.default_rng(3)
+    cols, truth = _synthetic_movie(rng)
+    raw_right = np.mean([r.n_atoms == truth[r.true_id][3][r.frame] for r in cols.itertuples()])
+    linked, tracks, path, ev = _analyze(cols)
+    by_true = linked.groupby("true_id")["column_id"].first()
+    ti = {cid: i for i, cid in enumerate(tracks.column_id)}
+    for tid, (_, _, _, depth) in truth.items():
+        wrong = np.nonzero(path[:, ti[by_true[tid]]] != depth)[0]
+        change = np.nonzero(np.diff(depth))[0] + 1
+        assert all(np.abs(change - f).min() <= 2 for f in wrong)  # only next to a true change
+    assert raw_right < 0.75  # the single frames alone are often wrong
+    assert len(ev) == 2
+    ce, o = ev.iloc[0], ev.iloc[1]
+    assert (ce.species, ce.n_before, ce.n_after, ce.kind) == ("Ce", 5, 4, "ce_loss") and abs(ce.frame - 10) <= 2
+    assert (o.species, o.n_before, o.n_after, o.kind) == ("O", 6, 4, "o_vacancy") and abs(o.frame - 20) <= 2
+    assert 0.5 < ev.confidence.min() <= ev.confidence.max() <= 1.0
+    # positions of the events are those of the columns at that frame (with drift)
+    x_true = 10.0 + 0.12 * ce.frame
+    assert abs(ce.x_px * PX - x_true) < 0.3
+
+
+def test_no_events_without_changes():
+    rng = np.random.default_rng(4)
+    cols, truth = _synthetic_movie(rng)
+    for tid in (0, 2):  # freeze the depth of the changing columns: redraw probabilities
+        sp, x, y, _ = truth[tid]
+        truth[tid] = (sp, x, y, np.full(30, 5))
+    cols, _ = _synthetic_movie(np.random.default_rng(5))
+    cols = cols[cols.true_id.isin([1, 3])]
+    _, _, _, ev = _analyze(cols)
+    assert ev.empty
+
+
+def test_migration_pairs_a_ce_loss_with_a_nearby_gain():
+    ev = pd.DataFrame({"frame": [5, 6, 6, 30], "column_id": [1, 2, 3, 4], "species": ["Ce", "Ce", "O", "Ce"],
+                       "x_px": [100, 130, 140, 500], "y_px": [100, 100, 90, 500], "n_before": [4, 3, 5, 2],
+                       "n_after": [3, 4, 3, 1]})
+    assert classify(ev, PX) == ["migration", "migration", "o_vacancy", "ce_loss"]
+    far = ev.assign(x_px=[100, 400, 140, 500])  # 30 Å apart: not a migration
+    assert classify(far, PX)[:2] == ["ce_loss", "ce_gain"]
+
+
+def test_absent_column_gives_a_gain_event():
+    """A column that appears half-way (an atom moves into an empty site) is an event from 0 atoms."""
+    cols, _ = _synthetic_movie(np.random.default_rng(6))
+    cols = cols[~((cols.true_id == 3) & (cols.frame < 15))]
+    _, _, _, ev = _analyze(cols)
+    born = ev[ev.n_before == 0]
+    assert len(born) == 1 and born.frame.iat[0] == 15 and born.n_after.iat[0] == 3
+
+
+@pytest.mark.parametrize("shift", [(3.4, -1.7), (-0.6, 2.25)])
+def test_frame_shift_measures_drift(shift):
+    from scipy.ndimage import fourier_shift, gaussian_filter
+
+    rng = np.random.default_rng(0)
+    img = gaussian_filter(rng.normal(size=(128, 128)), 2)
+    img[40:90, 30:100] += 2  # a particle-like blob
+    moved = np.fft.ifftn(fourier_shift(np.fft.fftn(img), (shift[1], shift[0]))).real
+    dx, dy = frame_shift(img, moved)
+    assert abs(dx - shift[0]) < 0.1 and abs(dy - shift[1]) < 0.1
