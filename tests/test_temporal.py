@@ -1,49 +1,54 @@
-"""Depth HMM, linking with drift, events: on synthetic per-frame tables (no model, no simulation)."""
+"""Change points, linking with drift, events: on synthetic per-frame tables (no model, no simulation)."""
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from hrtem3d.analyze.changepoint import ChangeModel, segments
 from hrtem3d.analyze.drift import frame_shift
 from hrtem3d.analyze.events import classify, find_events
 from hrtem3d.analyze.linking import link_columns, track_table
-from hrtem3d.analyze.temporal import (
-    TemporalModel,
-    denoise_depths,
-    posteriors,
-    probability_columns,
-    viterbi,
-)
+from hrtem3d.analyze.temporal import TemporalModel, denoise_depths, probability_columns, segment_depths
 from hrtem3d.labels import DEFAULT_SCHEME
 
 PX = 0.1  # Å per pixel of the synthetic frames
 
 
-def _brute(e, eps):
-    nf, _, k = e.shape
-    best, marg, z = None, np.zeros((nf, k)), 0.0
-    for path in itertools.product(range(k), repeat=nf):
-        p = e[0, 0, path[0]] / k
-        for t in range(1, nf):
-            p *= (1 - eps if path[t] == path[t - 1] else eps / (k - 1)) * e[t, 0, path[t]]
-        z += p
-        for t in range(nf):
-            marg[t, path[t]] += p
-        if best is None or p > best[0]:
-            best = (p, path)
-    return np.array(best[1]), marg / z
-
-
-def test_viterbi_and_posteriors_match_exhaustive_enumeration():
+def test_segments_find_steps_and_ignore_noise_and_slow_drift():
     rng = np.random.default_rng(0)
-    e = rng.uniform(0.05, 1.0, (6, 1, 3))
-    path, marg = _brute(e, 0.2)
-    assert np.array_equal(viterbi(e, 0.2)[:, 0], path)
-    np.testing.assert_allclose(posteriors(e, 0.2)[:, 0], marg, rtol=1e-6)
+    flat = 4 + rng.normal(0, 0.2, 40)
+    assert segments(flat) == []
+    step = flat.copy()
+    step[25:] -= 1.0
+    assert segments(step) == [25]
+    two = step.copy()
+    two[10:] -= 1.0
+    assert segments(two) == [10, 25]
+    ramp = 4 + np.linspace(0, -1.5, 40) + rng.normal(0, 0.05, 40)  # a slow drift, not an event
+    assert segments(ramp) == []
+    assert segments(ramp, ChangeModel(trend_threshold=-np.inf)) != []  # the line test is what rejects it
+    with_outliers = flat.copy()
+    with_outliers[[7, 30]] = 2.0  # single wild frames are not segments
+    assert segments(with_outliers) == []
+
+
+def test_segment_depths_pools_probabilities_and_orders_levels():
+    rng = np.random.default_rng(1)
+    p = np.full((30, 12), 0.01)
+    p[:15, 4] += 0.7   # depth 5 ...
+    p[:15, [3, 5]] += 0.1
+    p[15:, 4] += 0.45  # ... then still 5 by argmax, but the mean moved down by 0.6: one atom lost
+    p[15:, 3] += 0.4
+    p += rng.uniform(0, 0.02, p.shape)
+    p /= p.sum(1, keepdims=True)
+    depth, conf, changes = segment_depths(p, ChangeModel())
+    assert len(changes) == 1
+    i, nb, na, c = changes[0]
+    assert i == 15 and nb == 5 and na == 4 and 0.9 < c <= 1
+    assert (depth[:15] == 5).all() and (depth[15:] == 4).all()
+    assert 0 < conf.min() and conf.max() < 1
 
 
 def _synthetic_movie(rng, n_frames=30, drift_per_frame=(0.12, -0.07), p_right=0.55):
@@ -81,8 +86,8 @@ def _analyze(cols, n_frames=30):
     tracks = track_table(cols)
     frames = np.arange(n_frames)
     drift = cols.groupby("frame")[["drift_x_A", "drift_y_A"]].first().to_numpy()
-    path, post = denoise_depths(cols, tracks, frames, drift, (40.0, 30.0), DEFAULT_SCHEME, TemporalModel())
-    ev = find_events(path, post, frames, tracks, cols, frames * 0.133, PX)
+    path, _, changes = denoise_depths(cols, tracks, frames, drift, (40.0, 30.0), DEFAULT_SCHEME, TemporalModel())
+    ev = find_events(changes, frames, tracks, cols, frames * 0.133, PX)
     return cols, tracks, path, ev
 
 

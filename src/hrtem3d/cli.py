@@ -158,7 +158,8 @@ def track(
     chunk: int = typer.Option(16, help="Frames per chunk: the unit of parallel work and of resuming."),
     model: Path = typer.Option(None, help="Model file; default: the model shipped with hrtem3d."),
     contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto (decided on the first frame)."),
-    switch_prob: float = typer.Option(1e-3, help="Depth HMM: chance per frame that a column's depth changes."),
+    change_threshold: float = typer.Option(32.0, help="Evidence a depth change needs: drop in squared error of a "
+                                                      "column's expected depth, in noise variances (~ z**2)."),
     figures: bool = typer.Option(True, help="Write the overlay movie and figures."),
     progress: bool = typer.Option(True, help="Show a progress bar (frames/s)."),
 ) -> None:
@@ -170,14 +171,15 @@ def track(
     OUT/summary.json and the figures. Memory stays bounded: frames are read and segmented a chunk
     at a time. Interrupted? Rerun the same command: finished chunks are kept.
     """
+    from hrtem3d.analyze.changepoint import ChangeModel
     from hrtem3d.analyze.temporal import TemporalModel
     from hrtem3d.tracking import TrackSettings, track_movie
 
-    if not 0 < switch_prob < 0.5:
-        raise HrtemError(f"--switch-prob must lie between 0 and 0.5, got {switch_prob}")
+    if not change_threshold > 0:
+        raise HrtemError(f"--change-threshold must be positive, got {change_threshold}")
     s = TrackSettings(pixel_size_A=pixel_size, fps=fps, start=start, stop=stop, chunk=chunk, workers=workers,
                       scheduler=scheduler, model=str(model) if model else None, contrast=contrast,
-                      temporal=TemporalModel(switch_prob=switch_prob))
+                      temporal=TemporalModel(change=ChangeModel(threshold=change_threshold)))
     r = track_movie(input, out, s, progress=progress, figures=figures)
     skipped = f"; skipped frames {r['skipped_frames']}" if r["skipped_frames"] else ""
     kinds = ", ".join(f"{v} {k}" for k, v in r["event_kinds"].items()) or "none"

@@ -221,16 +221,15 @@ def analyze_movie(cols: pd.DataFrame, frames: np.ndarray, drift: np.ndarray, fie
     """Link, denoise depths in time and find events: (columns, tracks, events)."""
     cols = link_columns(cols, s.search_range_A, s.memory)
     tracks = track_table(cols)
-    path, post = denoise_depths(cols, tracks, frames, drift, field_A, scheme, s.temporal)
+    path, conf, changes = denoise_depths(cols, tracks, frames, drift, field_A, scheme, s.temporal)
     fi = np.searchsorted(frames, cols["frame"].to_numpy())
     ti = pd.Series(np.arange(len(tracks)), index=tracks["column_id"]).loc[cols["column_id"]].to_numpy()
-    state = path[fi, ti]
     cols = cols.rename(columns={"n_atoms": "n_atoms_raw", "confidence": "confidence_raw", "species": "species_raw"})
     cols["species"] = tracks["species"].to_numpy()[ti]
-    cols["n_atoms"] = np.where(state > 0, state, cols["n_atoms_raw"])
-    cols["confidence"] = post[fi, ti, cols["n_atoms"].to_numpy()]
+    cols["n_atoms"] = path[fi, ti]
+    cols["confidence"] = conf[fi, ti]
     cols["time_s"] = times[fi]
-    events = find_events(path, post, frames, tracks, cols, times, pixel_size_A)
+    events = find_events(changes, frames, tracks, cols, times, pixel_size_A)
     tracks["n_atoms_first"] = path[tracks["first_frame"].map(lambda f: np.searchsorted(frames, f)), np.arange(
         len(tracks))]
     tracks["n_atoms_last"] = path[tracks["last_frame"].map(lambda f: np.searchsorted(frames, f)), np.arange(

@@ -14,40 +14,32 @@ EVENT_FIELDS = ["frame", "time_s", "column_id", "species", "x_px", "y_px", "n_be
                 "kind"]
 
 
-def find_events(path: np.ndarray, post: np.ndarray, frames: np.ndarray, tracks: pd.DataFrame,
-                columns: pd.DataFrame, times_s: np.ndarray, pixel_size_A: float, window: int = 3,
-                pair_frames: int = 2, pair_distance_A: float = 8.0) -> pd.DataFrame:
-    """One row per change of the denoised depth path (EVENT_FIELDS).
+def find_events(changes: pd.DataFrame, frames: np.ndarray, tracks: pd.DataFrame, columns: pd.DataFrame,
+                times_s: np.ndarray, pixel_size_A: float, pair_frames: int = 2,
+                pair_distance_A: float = 8.0) -> pd.DataFrame:
+    """One row per lasting change of a tracked column's depth (EVENT_FIELDS).
 
     Args:
-        path: `[n_frames, n_tracks]` atom counts (0 = no column), from `temporal.denoise_depths`.
-        post: `[n_frames, n_tracks, K]` posteriors of the same.
+        changes: `temporal.denoise_depths` changes (track row, time index t, n_before, n_after, confidence).
         frames, times_s: frame indices of the time axis and their times (s).
-        tracks: track table in the column order of `path`.
-        columns: linked per-frame table (frame, column_id, x_px, y_px, xc_A, yc_A).
-        pixel_size_A: input pixel size (Å), to place events of columns not detected that frame.
-        window: frames before and after a change over which its confidence is averaged.
+        tracks: track table (the rows `changes` refers to).
+        columns: linked per-frame table (frame, column_id, x_px, y_px).
+        pixel_size_A: input pixel size (Å).
         pair_frames, pair_distance_A: a Ce loss and a Ce gain this close in frames and Å
             are one migration.
 
     Returns:
-        events sorted by frame; `frame` is the first frame with the new count. The
-        confidence is the posterior mean of the old count over `window` frames before
-        times that of the new count over `window` frames after.
+        events sorted by frame; `frame` is the first frame with the new count.
     """
-    t, k = np.nonzero(path[1:] != path[:-1])
-    t = t + 1
     rows = []
     pos = columns.set_index(["column_id", "frame"])[["x_px", "y_px"]]
-    for ti, ki in zip(t, k):
-        before, after = int(path[ti - 1, ki]), int(path[ti, ki])
-        lo, hi = max(0, ti - window), min(len(frames), ti + window)
-        conf = float(post[lo:ti, ki, before].mean() * post[ti:hi, ki, after].mean())
-        tr = tracks.iloc[ki]
+    for ch in changes.itertuples(index=False):
+        tr = tracks.iloc[int(ch.track)]
+        ti = min(int(ch.t), len(frames) - 1)
         x, y = _position(pos, columns, tr, frames, ti, pixel_size_A)
         rows.append({"frame": int(frames[ti]), "time_s": float(times_s[ti]), "column_id": int(tr["column_id"]),
-                     "species": tr["species"], "x_px": x, "y_px": y, "n_before": before, "n_after": after,
-                     "confidence": conf})
+                     "species": tr["species"], "x_px": x, "y_px": y, "n_before": int(ch.n_before),
+                     "n_after": int(ch.n_after), "confidence": float(ch.confidence)})
     ev = pd.DataFrame(rows, columns=EVENT_FIELDS[:-1])
     ev["kind"] = classify(ev, pixel_size_A, pair_frames, pair_distance_A)
     return ev.sort_values(["frame", "column_id"]).reset_index(drop=True)[EVENT_FIELDS]

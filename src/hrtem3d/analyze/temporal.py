@@ -1,41 +1,44 @@
-"""Denoise column depths in time: a hidden-Markov model of each linked column's atom count.
+"""Denoise column depths in time: change points of each linked column's depth.
 
-A column's atom count changes only when the data say so. Every frame gives, for each
-linked column, the network's pooled class probabilities (or nothing, when the column
-was not detected). The hidden state is the atom count n = 0 (no column) .. n_max; it
-stays the same from frame to frame except for a rare jump (probability `switch_prob`
-per frame, to any other count). Viterbi gives the most likely depth history, and
-forward-backward the posterior probability of each frame's depth (the confidence).
+A column's atom count changes only when the data say so. For every linked column the
+network's class probabilities are pooled along time: its series of expected atom counts
+is cut into segments of constant depth (`changepoint.segments`), and each segment's
+depth is the most probable count of the probabilities pooled over all its frames. A
+column that appears or vanishes for good (and was seen reliably while present) counts as
+a change from or to 0 atoms.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from hrtem3d.analyze.changepoint import ChangeModel, noise_sigma, segments
 from hrtem3d.labels.scheme import ClassScheme
+
+CHANGE_FIELDS = ["track", "t", "n_before", "n_after", "confidence"]
 
 
 @dataclass
 class TemporalModel:
-    """Settings of the depth HMM.
+    """Settings of the temporal denoising.
 
     Attributes:
-        switch_prob: probability per frame that a column's atom count changes.
-        floor: weight of a uniform distribution mixed into each frame's class
-            probabilities, so that one confidently wrong frame cannot outvote many.
-        p_present_missed: chance that a present column goes undetected in a frame.
-        p_absent_detected: chance that an empty site is detected as a column in a frame.
-        edge_margin_A: where a column's expected position lies closer than this to the
-            frame edge (Å), a missed detection says nothing (it may have drifted out).
+        change: the change-point search on each column's expected depth.
+        min_detection: a column detected in fewer than this fraction of the frames between
+            its first and last detection is unreliable (often an empty site seen now and
+            then): its depth is denoised but its changes are not reported.
+        min_frames: fewest frames a column must be seen, and be absent, to report its
+            appearance or loss.
+        edge_margin_A: a column closer than this to the frame edge (Å) when it appears or
+            vanishes may have drifted in or out: no event.
     """
 
-    switch_prob: float = 1e-3
-    floor: float = 0.1
-    p_present_missed: float = 0.3
-    p_absent_detected: float = 0.03
+    change: ChangeModel = field(default_factory=ChangeModel)
+    min_detection: float = 0.8
+    min_frames: int = 3
     edge_margin_A: float = 1.0
 
 
@@ -46,118 +49,101 @@ def probability_columns(scheme: ClassScheme) -> dict[str, tuple[str, int]]:
 
 def name_probabilities(cols: pd.DataFrame, scheme: ClassScheme) -> pd.DataFrame:
     """Rename the analysis's `p_<class index>` fields to `p_<species><n_atoms>` (e.g. p_Ce3)."""
-    ren = {}
-    for name, (s, n) in probability_columns(scheme).items():
-        ren[f"p_{int(scheme.class_of(s, n))}"] = name
+    ren = {f"p_{int(scheme.class_of(s, n))}": name for name, (s, n) in probability_columns(scheme).items()}
     return cols.rename(columns=ren)
 
 
-def emissions(columns: pd.DataFrame, tracks: pd.DataFrame, frames: np.ndarray, drift_A: np.ndarray,
-              field_A: tuple[float, float], scheme: ClassScheme, model: TemporalModel) -> np.ndarray:
-    """Likelihood of each atom count, per frame and track: float64 `[n_frames, n_tracks, 1 + n_max]`.
+def species_probabilities(rows: pd.DataFrame, species: str, scheme: ClassScheme) -> np.ndarray:
+    """`[n, max_atoms]` class probabilities of `species`, renormalised within the species."""
+    fields = [k for k, (s, _) in probability_columns(scheme).items() if s == species]
+    p = rows[fields].to_numpy(np.float64)
+    return p / p.sum(1, keepdims=True).clip(1e-12)
 
-    Args:
-        columns: linked per-frame table (frame, column_id, p_<species><n> fields).
-        tracks: `linking.track_table` output (column_id, species, xc_A, yc_A), in row order.
-        frames: the processed frame indices (sorted), the HMM's time axis.
-        drift_A: `[len(frames), 2]` drift (dx, dy) of each frame, Å.
-        field_A: (width, height) of a frame in Å.
+
+def segment_depths(p: np.ndarray, model: ChangeModel) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+    """Depth per frame of one column from its per-frame probabilities `p` `[n, max_atoms]`.
+
+    Returns (depth per frame, confidence per frame = pooled probability of that depth,
+    changes as (index, n_before, n_after, confidence)). Adjacent segments whose pooled
+    depth comes out equal although their means differ significantly are set one atom
+    (or the rounded step) apart, anchored on the longest segment.
     """
-    n_max = max(scheme.max_atoms)
-    nt, nf = len(tracks), len(frames)
-    miss = np.full(1 + n_max, model.p_present_missed / n_max)
-    miss[0] = 1 - model.p_absent_detected
-    e = np.broadcast_to(miss, (nf, nt, 1 + n_max)).copy()
-    # where the expected position is outside the frame, a missed detection says nothing
-    x = tracks["xc_A"].to_numpy()[None] + drift_A[:, :1]
-    y = tracks["yc_A"].to_numpy()[None] + drift_A[:, 1:]
-    m = model.edge_margin_A
-    outside = (x < m) | (y < m) | (x > field_A[0] - m) | (y > field_A[1] - m)
-    e[outside] = 1.0
-    # detected frames: the network's probabilities within the track's species
-    row = pd.Series(np.arange(nt), index=tracks["column_id"].to_numpy())
-    ti = row.loc[columns["column_id"].to_numpy()].to_numpy()
-    fi = np.searchsorted(frames, columns["frame"].to_numpy())
-    names = probability_columns(scheme)
-    spec = tracks["species"].to_numpy()[ti]
-    q = np.zeros((len(columns), n_max))
-    for s in scheme.species:
-        sel = spec == s
-        fields = [k for k, (sp, _) in names.items() if sp == s]
-        p = columns.loc[sel, fields].to_numpy(np.float64) if sel.any() else np.zeros((0, len(fields)))
-        p = p / p.sum(1, keepdims=True).clip(1e-12)
-        q[sel, :len(fields)] = (1 - model.floor) * p + model.floor / len(fields)
-    det = np.zeros((len(columns), 1 + n_max))
-    det[:, 0] = model.p_absent_detected
-    det[:, 1:] = (1 - model.p_present_missed) * q
-    e[fi, ti] = det  # trackpy links at most one detection per track and frame
-    return e
-
-
-def viterbi(e: np.ndarray, switch_prob: float) -> np.ndarray:
-    """Most likely state path, `[n_frames, n_tracks]` int, for emissions `[n_frames, n_tracks, K]`."""
-    nf, nt, k = e.shape
-    stay, jump = np.log1p(-switch_prob), np.log(switch_prob / (k - 1))
-    le = np.log(np.clip(e, 1e-300, None))
-    delta = le[0] - np.log(k)
-    back = np.zeros((nf, nt, k), np.int16)
-    for t in range(1, nf):
-        best = delta.argmax(1)
-        from_best = delta.max(1, keepdims=True) + jump
-        from_self = delta + stay
-        use_self = from_self >= from_best
-        back[t] = np.where(use_self, np.arange(k)[None], best[:, None])
-        delta = np.where(use_self, from_self, from_best) + le[t]
-    path = np.zeros((nf, nt), np.int64)
-    path[-1] = delta.argmax(1)
-    for t in range(nf - 1, 0, -1):
-        path[t - 1] = back[t, np.arange(nt), path[t]]
-    return path
-
-
-def posteriors(e: np.ndarray, switch_prob: float) -> np.ndarray:
-    """Posterior probability of each state per frame and track (forward-backward), `[n_frames, n_tracks, K]`."""
-    nf, nt, k = e.shape
-    jump = switch_prob / (k - 1)
-    stay = 1 - switch_prob - jump
-
-    def step(a):  # transition applied to a normalised distribution [nt, k]
-        return stay * a + jump * a.sum(1, keepdims=True)
-
-    alpha = np.empty_like(e)
-    a = e[0] / k
-    alpha[0] = a / a.sum(1, keepdims=True)
-    for t in range(1, nf):
-        a = step(alpha[t - 1]) * e[t]
-        alpha[t] = a / a.sum(1, keepdims=True).clip(1e-300)
-    beta = np.ones((nt, k))
-    post = np.empty_like(e)
-    post[-1] = alpha[-1]
-    for t in range(nf - 2, -1, -1):
-        b = step(beta * e[t + 1])
-        beta = b / b.sum(1, keepdims=True).clip(1e-300)
-        g = alpha[t] * beta
-        post[t] = g / g.sum(1, keepdims=True).clip(1e-300)
-    return post
+    n_atoms = np.arange(1, p.shape[1] + 1)
+    y = p @ n_atoms
+    cuts = segments(y, model)
+    bounds = [0, *cuts, len(y)]
+    segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    pooled = [p[a:b].mean(0) for a, b in segs]
+    level = [int(q.argmax()) + 1 for q in pooled]
+    means = [float(y[a:b].mean()) for a, b in segs]
+    anchor = int(np.argmax([b - a for a, b in segs]))
+    for order in (range(anchor + 1, len(segs)), range(anchor - 1, -1, -1)):
+        for j in order:
+            ref = j - 1 if j > anchor else j + 1
+            step = means[j] - means[ref]
+            if np.sign(level[j] - level[ref]) != np.sign(step):
+                level[j] = int(np.clip(level[ref] + np.sign(step) * max(1, round(abs(step))), 1, p.shape[1]))
+    depth = np.zeros(len(y), int)
+    conf = np.zeros(len(y))
+    sigma2 = noise_sigma(y, model.noise_floor) ** 2
+    changes = []
+    for j, (a, b) in enumerate(segs):
+        depth[a:b] = level[j]
+        conf[a:b] = pooled[j][level[j] - 1]
+        if j:
+            a0 = segs[j - 1][0]
+            n1, n2 = a - a0, b - a
+            g = n1 * n2 / (n1 + n2) * (means[j] - means[j - 1]) ** 2 / sigma2
+            conf_change = float(max(0.0, 1.0 - len(y) * np.exp(-g / 2)))  # 1 - scan p-value
+            changes.append((a, level[j - 1], level[j], conf_change))
+    return depth, conf, changes
 
 
 def denoise_depths(columns: pd.DataFrame, tracks: pd.DataFrame, frames: np.ndarray, drift_A: np.ndarray,
-                   field_A: tuple[float, float], scheme: ClassScheme, model: TemporalModel | None = None,
-                   batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Viterbi depth path and its posteriors for every track.
+                   field_A: tuple[float, float], scheme: ClassScheme,
+                   model: TemporalModel | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Denoised depth of every track in every frame, and the changes.
+
+    Args:
+        columns: linked per-frame table (frame, column_id, p_<species><n> fields).
+        tracks: `linking.track_table` output (column_id, species, xc_A, yc_A, first_frame, last_frame, n_frames).
+        frames: the processed frame indices (sorted): the time axis.
+        drift_A: `[len(frames), 2]` drift (dx, dy) of each frame (Å).
+        field_A: (width, height) of a frame (Å).
 
     Returns:
-        path `[n_frames, n_tracks]` (atom count, 0 = no column) and post
-        `[n_frames, n_tracks, 1 + n_max]` (float32), tracks in `tracks` row order.
+        depth `[n_frames, n_tracks]` (0 where the column is absent), confidence of that depth
+        (same shape), and the changes (CHANGE_FIELDS; `track` is the row in `tracks`, `t` the
+        index in `frames` of the first frame with the new count).
     """
     model = model or TemporalModel()
-    n_max = max(scheme.max_atoms)
-    path = np.zeros((len(frames), len(tracks)), np.int64)
-    post = np.zeros((len(frames), len(tracks), 1 + n_max), np.float32)
-    for i in range(0, len(tracks), batch):
-        sub = tracks.iloc[i:i + batch]
-        rows = columns[columns["column_id"].isin(sub["column_id"])]
-        e = emissions(rows, sub, frames, drift_A, field_A, scheme, model)
-        path[:, i:i + batch] = viterbi(e, model.switch_prob)
-        post[:, i:i + batch] = posteriors(e, model.switch_prob)
-    return path, post
+    nf, nt = len(frames), len(tracks)
+    depth = np.zeros((nf, nt), int)
+    conf = np.zeros((nf, nt))
+    changes = []
+    groups = columns.groupby("column_id").indices
+    for k, tr in enumerate(tracks.itertuples(index=False)):
+        rows = columns.iloc[groups[tr.column_id]].sort_values("frame")
+        t = np.searchsorted(frames, rows["frame"].to_numpy())
+        d, c, ch = segment_depths(species_probabilities(rows, tr.species, scheme), model.change)
+        # frames without a detection inside the track's life take the value of the previous detection
+        span = np.arange(t[0], t[-1] + 1)
+        idx = np.searchsorted(t, span, side="right") - 1
+        depth[span, k], conf[span, k] = d[idx], c[idx]
+        life = t[-1] - t[0] + 1
+        if len(t) < model.min_detection * life:
+            continue
+        changes += [(k, int(t[i]), nb, na, cc) for i, nb, na, cc in ch if nb != na]
+        if len(t) < model.min_frames:
+            continue
+        rate = len(t) / life
+        m = model.min_frames
+        for ti, nb, na in ((t[0], 0, d[0]), (t[-1] + 1, d[-1], 0)):
+            if m <= ti <= nf - m and _inside(tr, drift_A[min(ti, nf - 1)], field_A, model.edge_margin_A):
+                changes.append((k, int(ti), int(nb), int(na), float(rate)))
+    return depth, conf, pd.DataFrame(changes, columns=CHANGE_FIELDS)
+
+
+def _inside(tr, drift: np.ndarray, field_A: tuple[float, float], margin: float) -> bool:
+    x, y = tr.xc_A + drift[0], tr.yc_A + drift[1]
+    return margin <= x <= field_A[0] - margin and margin <= y <= field_A[1] - margin

@@ -1,0 +1,129 @@
+"""`hrtem3d track` on simulated in-situ movies: events against the truth, resuming, bad frames, workers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hrtem3d.analyze.events import EVENT_FIELDS, match_events
+from hrtem3d.analyze.segment import TABLE_FIELDS
+from hrtem3d.cli import app
+from hrtem3d.simulate.movie import MovieConfig, simulate_movie, write_movie
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory):
+    """The issue's movie: 24 frames at 1000 e/Å² per frame, drift, three events (seed 0)."""
+    m = simulate_movie(MovieConfig(), seed=0)
+    files = write_movie(m, tmp_path_factory.mktemp("movie"))
+    return m, files
+
+
+def _run(*args):
+    return CliRunner().invoke(app, ["track", *map(str, args), "--no-progress"])
+
+
+def test_track_finds_every_event_of_the_simulated_movie(movie, tmp_path):
+    m, files = movie
+    r = _run(files["movie"], "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    cols = pd.read_parquet(tmp_path / "columns.parquet")
+    assert set(TABLE_FIELDS + ["time_s", "n_atoms_raw"]) <= set(cols.columns)
+    np.testing.assert_allclose(cols.time_s, cols.frame * m.frame_interval_s, rtol=1e-6)  # from the TIFF
+    assert cols.n_atoms.min() >= 1 and cols.confidence.between(0, 1).all()
+    events = pd.read_csv(tmp_path / "events.csv")
+    assert list(events.columns) == EVENT_FIELDS
+    truth, found = match_events(events, m.events, m.pixel_size_A)
+    assert (truth.found_row >= 0).all(), truth  # every change within 2 frames and 0.7 Å
+    assert (found.truth_row < 0).sum() <= 1, found  # at most one false event
+    kinds = dict(zip(truth.kind, truth.found_kind))
+    assert kinds["ce_loss"] == "ce_loss" and kinds["o_vacancy"] == "o_vacancy" and kinds["migration"] == "migration"
+    # column_id is stable: most true columns keep one id through the movie
+    tracks = pd.read_parquet(tmp_path / "tracks.parquet")
+    assert (tracks.n_frames == 24).sum() >= 0.8 * (m.truth.frame == 0).sum()
+    assert (tracks.n_frames >= 20).sum() <= 1.1 * (m.truth.frame == 0).sum()  # few spurious long tracks
+    # temporal denoising: depths of the true columns are right more often than single frames
+    raw, den = _depth_accuracy(cols, m.truth, m.pixel_size_A)
+    assert den > raw + 0.05, (raw, den)
+    for name in ("overlay.gif", "figure2.png", "depth_traces.png", "event_map.png", "summary.json"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+
+
+def _depth_accuracy(cols: pd.DataFrame, truth: pd.DataFrame, pixel_size_A: float) -> tuple[float, float]:
+    """Fraction of true Ce columns given the right depth, single-frame vs denoised."""
+    from scipy.spatial import cKDTree
+
+    raw = den = n = 0
+    for f, t in truth[truth.species == "Ce"].groupby("frame"):
+        c = cols[cols.frame == f]
+        d, i = cKDTree(c[["x_px", "y_px"]].to_numpy()).query(t[["x_px", "y_px"]].to_numpy())
+        ok = d * pixel_size_A < 0.7
+        raw += (c.n_atoms_raw.to_numpy()[i][ok] == t.n_atoms.to_numpy()[ok]).sum()
+        den += (c.n_atoms.to_numpy()[i][ok] == t.n_atoms.to_numpy()[ok]).sum()
+        n += len(t)
+    return raw / n, den / n
+
+
+def test_track_resumes_after_an_interruption_and_skips_bad_frames(movie, tmp_path, monkeypatch):
+    m, _ = movie
+    frames = m.frames[:10].copy()
+    frames[3, 5:9, 7] = np.nan
+    frames[7] = np.inf
+    path = tmp_path / "movie.npy"
+    np.save(path, frames)
+    out = tmp_path / "out"
+    import hrtem3d.tracking as tracking
+
+    real = tracking.segment_chunk
+    calls, armed = [], [True]
+
+    def interrupted(*a, **k):
+        calls.append(a[2])
+        if armed[0] and len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the second chunk
+        return real(*a, **k)
+
+    monkeypatch.setattr(tracking, "segment_chunk", interrupted)
+    r = _run(path, "--out", out, "--pixel-size", 0.16, "--chunk", 4, "--no-figures")
+    assert r.exit_code == 130 and "rerun" in r.output
+    done = out / ".parts" / "chunk_00000000.json"
+    assert done.exists() and not (out / "columns.parquet").exists()  # nothing looks finished
+    stamp = done.stat().st_mtime_ns
+    calls.clear()
+    armed[0] = False
+    r = _run(path, "--out", out, "--pixel-size", 0.16, "--chunk", 4, "--no-figures")
+    assert r.exit_code == 0, r.output
+    assert calls == [4, 8] and done.stat().st_mtime_ns == stamp  # the finished chunk is not redone
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_frames"] == [3, 7] and "skipped frames [3, 7]" in r.output
+    cols = pd.read_parquet(out / "columns.parquet")
+    assert sorted(cols.frame.unique()) == [0, 1, 2, 4, 5, 6, 8, 9]
+    # a rerun with other settings into the same folder is refused, not mixed
+    r = _run(path, "--out", out, "--pixel-size", 0.16, "--chunk", 5, "--no-figures")
+    assert r.exit_code == 2 and "another input or settings" in r.output and "Traceback" not in r.output
+
+
+def test_track_bad_arguments_are_one_line_errors(movie, tmp_path):
+    _, files = movie
+    for args in (["--start", 30], ["--start", 5, "--stop", 3], ["--chunk", 0], ["--contrast", "purple"],
+                 ["--change-threshold", -1]):
+        r = _run(files["movie"], "--out", tmp_path / "x", *args)
+        assert r.exit_code == 2 and r.output.startswith("error:") and "Traceback" not in r.output, (args, r.output)
+    r = _run(tmp_path / "missing.tif", "--out", tmp_path / "y")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_track_on_dask_workers_matches_one_process(movie, tmp_path):
+    _, files = movie
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _run(files["movie"], "--out", one, "--stop", 8, "--chunk", 4, "--no-figures").exit_code == 0
+    r = _run(files["movie"], "--out", two, "--stop", 8, "--chunk", 4, "--workers", 2, "--no-figures")
+    assert r.exit_code == 0, r.output
+    a, b = pd.read_parquet(one / "columns.parquet"), pd.read_parquet(two / "columns.parquet")
+    pd.testing.assert_frame_equal(a[TABLE_FIELDS], b[TABLE_FIELDS], atol=1e-5)
