@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from hrtem3d.analyze.evaluate import movie_depth_accuracy
 from hrtem3d.analyze.events import EVENT_FIELDS, match_events
 from hrtem3d.analyze.segment import TABLE_FIELDS
 from hrtem3d.cli import app
@@ -49,25 +50,10 @@ def test_track_finds_every_event_of_the_simulated_movie(movie, tmp_path):
     assert (tracks.n_frames == 24).sum() >= 0.8 * (m.truth.frame == 0).sum()
     assert (tracks.n_frames >= 20).sum() <= 1.1 * (m.truth.frame == 0).sum()  # few spurious long tracks
     # temporal denoising: depths of the true columns are right more often than single frames
-    raw, den = _depth_accuracy(cols, m.truth, m.pixel_size_A)
-    assert den > raw + 0.05, (raw, den)
+    acc = movie_depth_accuracy(cols, m.truth)
+    assert acc.loc["Ce", "denoised"] > acc.loc["Ce", "single_frame"] + 0.05, acc
     for name in ("overlay.gif", "figure2.png", "depth_traces.png", "event_map.png", "summary.json"):
         assert (tmp_path / name).stat().st_size > 1000, name
-
-
-def _depth_accuracy(cols: pd.DataFrame, truth: pd.DataFrame, pixel_size_A: float) -> tuple[float, float]:
-    """Fraction of true Ce columns given the right depth, single-frame vs denoised."""
-    from scipy.spatial import cKDTree
-
-    raw = den = n = 0
-    for f, t in truth[truth.species == "Ce"].groupby("frame"):
-        c = cols[cols.frame == f]
-        d, i = cKDTree(c[["x_px", "y_px"]].to_numpy()).query(t[["x_px", "y_px"]].to_numpy())
-        ok = d * pixel_size_A < 0.7
-        raw += (c.n_atoms_raw.to_numpy()[i][ok] == t.n_atoms.to_numpy()[ok]).sum()
-        den += (c.n_atoms.to_numpy()[i][ok] == t.n_atoms.to_numpy()[ok]).sum()
-        n += len(t)
-    return raw / n, den / n
 
 
 def test_track_resumes_after_an_interruption_and_skips_bad_frames(movie, tmp_path, monkeypatch):

@@ -46,5 +46,8 @@ def movie_figures(src, dest: Path, cols: pd.DataFrame, tracks: pd.DataFrame, eve
     files.append(save_figure(fig, dest / "figure2.png"))
     files.append(save_figure(depth_traces(cols, events), dest / "depth_traces.png"))
     ref = _read_frame(src, int(frames[0]))
-    files.append(save_figure(event_map(ref, tracks, events, src.pixel_size_A), dest / "event_map.png"))
+    drift = cols.groupby("frame")[["drift_x_A", "drift_y_A"]].first()
+    d = drift.reindex(events["frame"]).fillna(0.0).to_numpy() / src.pixel_size_A
+    at_ref = events.assign(x_px=events["x_px"] - d[:, 0], y_px=events["y_px"] - d[:, 1])  # on the first frame
+    files.append(save_figure(event_map(ref, tracks, at_ref, src.pixel_size_A), dest / "event_map.png"))
     return [str(f) for f in files]

@@ -207,3 +207,26 @@ def reliability(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> pd.Dat
              "accuracy": correct[idx == b].mean(), "count": int((idx == b).sum())}
             for b in range(bins) if (idx == b).any()]
     return pd.DataFrame(rows)
+
+
+def movie_depth_accuracy(cols: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per species, the fraction of true columns (all frames) given the right depth by single
+    frames (`n_atoms_raw`) and after temporal denoising (`n_atoms`); unmatched columns count as wrong.
+
+    Args:
+        cols: a `track` column table (frame, x_A, y_A, species, n_atoms, n_atoms_raw, confidence).
+        truth: true columns per frame (frame, species, x_A, y_A, n_atoms).
+    """
+    rows = []
+    for f, t in truth.groupby("frame"):
+        c = cols[cols["frame"] == f].reset_index(drop=True)
+        m = match_columns(t, c)
+        hit = m["pred_row"].to_numpy() >= 0
+        i = m["pred_row"].to_numpy()[hit]
+        same = m["species"].to_numpy()[hit] == c["species"].to_numpy()[i]
+        for field in ("n_atoms_raw", "n_atoms"):
+            ok = np.zeros(len(m), bool)
+            ok[np.nonzero(hit)[0]] = same & (c[field].to_numpy()[i] == m["n_atoms"].to_numpy()[hit])
+            rows.append(pd.DataFrame({"species": m["species"], "field": field, "ok": ok}))
+    acc = pd.concat(rows).groupby(["species", "field"])["ok"].mean().unstack()
+    return acc.rename(columns={"n_atoms_raw": "single_frame", "n_atoms": "denoised"})[["single_frame", "denoised"]]

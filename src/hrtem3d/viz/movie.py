@@ -479,6 +479,10 @@ def depth_traces(columns: pd.DataFrame, events: pd.DataFrame, column_ids: list[i
                            label=None if kind in seen else kind)
                 seen.add(kind)
         ax.set_title(f"column {cid} ({sp})", fontsize=9)
+        if len(g):
+            lo = min(g.n_atoms.min(), g.n_atoms_raw.min() if "n_atoms_raw" in g else g.n_atoms.min())
+            hi = max(g.n_atoms.max(), g.n_atoms_raw.max() if "n_atoms_raw" in g else g.n_atoms.max())
+            ax.set_ylim(lo - 0.6, hi + 0.6)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
