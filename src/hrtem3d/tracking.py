@@ -218,22 +218,33 @@ def gather_parts(dest: Path, start: int, stop: int, chunk: int) -> tuple[pd.Data
 
 def analyze_movie(cols: pd.DataFrame, frames: np.ndarray, drift: np.ndarray, field_A: tuple[float, float],
                   times: np.ndarray, pixel_size_A: float, scheme, s: TrackSettings) -> tuple:
-    """Link, denoise depths in time and find events: (columns, tracks, events)."""
+    """Link, denoise depths in time and find events: (columns, tracks, events).
+
+    Detections linked into fewer than `s.temporal.min_frames` frames (noise seen once, an
+    empty site now and then) keep their single-frame values and get `column_id` -1; they
+    are not tracks.
+    """
     cols = link_columns(cols, s.search_range_A, s.memory)
-    tracks = track_table(cols)
-    path, conf, changes = denoise_depths(cols, tracks, frames, drift, field_A, scheme, s.temporal)
-    fi = np.searchsorted(frames, cols["frame"].to_numpy())
-    ti = pd.Series(np.arange(len(tracks)), index=tracks["column_id"]).loc[cols["column_id"]].to_numpy()
     cols = cols.rename(columns={"n_atoms": "n_atoms_raw", "confidence": "confidence_raw", "species": "species_raw"})
-    cols["species"] = tracks["species"].to_numpy()[ti]
-    cols["n_atoms"] = path[fi, ti]
-    cols["confidence"] = conf[fi, ti]
-    cols["time_s"] = times[fi]
-    events = find_events(changes, frames, tracks, cols, times, pixel_size_A)
-    tracks["n_atoms_first"] = path[tracks["first_frame"].map(lambda f: np.searchsorted(frames, f)), np.arange(
-        len(tracks))]
-    tracks["n_atoms_last"] = path[tracks["last_frame"].map(lambda f: np.searchsorted(frames, f)), np.arange(
-        len(tracks))]
+    seen = cols.groupby("column_id")["frame"].transform("nunique").to_numpy()
+    short = seen < min(s.temporal.min_frames, len(frames))
+    linked = cols[~short].copy()
+    tracks = track_table(linked.rename(columns={"species_raw": "species"}))
+    path, conf, changes = denoise_depths(linked, tracks, frames, drift, field_A, scheme, s.temporal)
+    fi = np.searchsorted(frames, linked["frame"].to_numpy())
+    ti = pd.Series(np.arange(len(tracks)), index=tracks["column_id"]).loc[linked["column_id"]].to_numpy()
+    linked["species"] = tracks["species"].to_numpy()[ti]
+    linked["n_atoms"] = path[fi, ti]
+    linked["confidence"] = conf[fi, ti]
+    lone = cols[short].assign(column_id=-1, species=lambda d: d["species_raw"], n_atoms=lambda d: d["n_atoms_raw"],
+                              confidence=lambda d: d["confidence_raw"])
+    cols = pd.concat([linked, lone], ignore_index=True)
+    cols["time_s"] = times[np.searchsorted(frames, cols["frame"].to_numpy())]
+    events = find_events(changes, frames, tracks, linked, times, pixel_size_A)
+    first = np.searchsorted(frames, tracks["first_frame"].to_numpy())
+    last = np.searchsorted(frames, tracks["last_frame"].to_numpy())
+    tracks["n_atoms_first"] = path[first, np.arange(len(tracks))]
+    tracks["n_atoms_last"] = path[last, np.arange(len(tracks))]
     tracks["n_events"] = tracks["column_id"].map(events["column_id"].value_counts()).fillna(0).astype(int)
     # a track's position: drift-corrected, in the pixels of the reference (first processed) frame
     tracks["x_px"], tracks["y_px"] = tracks["xc_A"] / pixel_size_A, tracks["yc_A"] / pixel_size_A
