@@ -6,7 +6,8 @@ with vacuum to 1024x1024, fresh shot noise at 1000 e/Å² in every frame, stored
 forward pass of the plain reference U-Net (16-32-64-128, 12 classes) on a 1024x1024 frame.
 
     .venv/bin/python benchmarks/bench_track.py --frames 48 --workers 1 2     # throughput
-    .venv/bin/python benchmarks/bench_track.py --frames 2000 --workers 1 --memory   # peak memory
+    .venv/bin/python benchmarks/bench_track.py --frames 2000 --workers 1    # peak memory on a long movie
+    .venv/bin/python benchmarks/bench_track.py --frames 200 --workers 1 --compile   # torch.compile lever
 
 Each run calls the `hrtem3d track` command in a subprocess (figures off) and reads its peak
 resident memory from the operating system (the largest of the command and its workers).
@@ -60,13 +61,13 @@ def reference_forward_s(threads: int, repeats: int = 3) -> float:
     return float(np.median(ts))
 
 
-def run_track(movie: Path, out: Path, workers: int) -> dict:
+def run_track(movie: Path, out: Path, workers: int, compile: bool = False) -> dict:
     # a fresh wrapper process per run, so the peak memory is this run's alone
     wrap = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     cmd = [sys.executable, "-c", wrap, sys.executable, "-m", "hrtem3d.cli", "track", str(movie), "--out", str(out),
-           "--pixel-size", "0.08",
-           "--fps", "7.5", "--workers", str(workers), "--no-figures", "--no-progress"]
+           "--pixel-size", "0.08", "--fps", "7.5", "--workers", str(workers), "--no-figures", "--no-progress"]
+    cmd += ["--compile"] if compile else []
     t = time.perf_counter()
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -81,7 +82,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--memory", action="store_true", help="long-movie run: report peak memory")
+    ap.add_argument("--compile", action="store_true", help="also time --workers 1 --compile")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_track_"))
     movie = tmp / "movie.npy"
@@ -94,10 +95,11 @@ def main() -> None:
           "time per frame / reference forward | peak memory (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| reference plain U-Net forward, 1024² (baseline) | 1 | {t_ref:.3f} | {1 / t_ref:.2f} | | | 1.00 | |")
-    for w in a.workers:
-        r = run_track(movie, tmp / f"out_w{w}", w)
+    for w, comp in [(w, False) for w in a.workers] + ([(1, True)] if a.compile else []):
+        r = run_track(movie, tmp / f"out_w{w}{'c' if comp else ''}", w, comp)
         per = r["wall"] / r["frames"]
-        print(f"| hrtem3d track --workers {w} | {r['frames']} | {r['segment']:.1f} | {r['frames'] / r['segment']:.2f} "
+        name = f"hrtem3d track --workers {w}{' --compile' if comp else ''}"
+        print(f"| {name} | {r['frames']} | {r['segment']:.1f} | {r['frames'] / r['segment']:.2f} "
               f"| {r['wall']:.1f} | {r['frames'] / r['wall']:.2f} | {per / t_ref:.2f} | {r['peak_mb']:.0f} |")
         print(f"  ({r['tracks']} tracks, {r['events']} events)", file=sys.stderr)
 

@@ -113,3 +113,15 @@ def test_track_on_dask_workers_matches_one_process(movie, tmp_path):
     assert r.exit_code == 0, r.output
     a, b = pd.read_parquet(one / "columns.parquet"), pd.read_parquet(two / "columns.parquet")
     pd.testing.assert_frame_equal(a[TABLE_FIELDS], b[TABLE_FIELDS], atol=1e-5)
+
+
+def test_track_single_frame_without_frame_rate(movie, tmp_path):
+    m, _ = movie
+    path = tmp_path / "one.npy"
+    np.save(path, m.frames[:1])
+    r = _run(path, "--out", tmp_path / "o", "--pixel-size", 0.16, "--no-figures")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["frames"] == 1 and summary["events"] == 0 and "time_s counts frames" in summary["note"]
+    cols = pd.read_parquet(tmp_path / "o" / "columns.parquet")
+    assert len(cols) > 0.5 * (m.truth.frame == 0).sum() and (cols.time_s == 0).all()

@@ -161,6 +161,8 @@ def track(
     change_threshold: float = typer.Option(32.0, help="Evidence a depth change needs: drop in squared error of a "
                                                       "column's expected depth, in noise variances (~ z**2)."),
     figures: bool = typer.Option(True, help="Write the overlay movie and figures."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network: up to a minute of compiling, "
+                                                          "then faster frames (long movies)."),
     progress: bool = typer.Option(True, help="Show a progress bar (frames/s)."),
 ) -> None:
     """Segment every frame of a movie, correct drift, link columns, denoise depths in time, find events.
@@ -179,7 +181,7 @@ def track(
         raise HrtemError(f"--change-threshold must be positive, got {change_threshold}")
     s = TrackSettings(pixel_size_A=pixel_size, fps=fps, start=start, stop=stop, chunk=chunk, workers=workers,
                       scheduler=scheduler, model=str(model) if model else None, contrast=contrast,
-                      temporal=TemporalModel(change=ChangeModel(threshold=change_threshold)))
+                      temporal=TemporalModel(change=ChangeModel(threshold=change_threshold)), compile=compile)
     r = track_movie(input, out, s, progress=progress, figures=figures)
     skipped = f"; skipped frames {r['skipped_frames']}" if r["skipped_frames"] else ""
     kinds = ", ".join(f"{v} {k}" for k, v in r["event_kinds"].items()) or "none"

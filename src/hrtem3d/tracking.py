@@ -44,6 +44,7 @@ class TrackSettings:
         scheduler: address of a running dask scheduler (overrides workers).
         model: a model file; None uses the shipped default.
         contrast: "auto", "bright" or "dark" (decided once, on the reference frame).
+        compile: run the network through torch.compile (see `Segmenter`).
         search_range_A, memory: linking (see `analyze.linking.link_columns`).
         temporal: the depth HMM settings.
     """
@@ -60,28 +61,29 @@ class TrackSettings:
     search_range_A: float = 0.6
     memory: int = 5
     temporal: TemporalModel = field(default_factory=TemporalModel)
+    compile: bool = False
 
 
 _SEGMENTERS: dict = {}
 
 
-def _segmenter(model: str | None, contrast: str, threads: int | None) -> Segmenter:
+def _segmenter(model: str | None, contrast: str, threads: int | None, compile: bool = False) -> Segmenter:
     """One loaded model per process (dask workers reuse it across chunks)."""
-    key = (model, contrast, threads)
+    key = (model, contrast, threads, compile)
     if key not in _SEGMENTERS:
-        _SEGMENTERS[key] = Segmenter(model, contrast=contrast, threads=threads)
+        _SEGMENTERS[key] = Segmenter(model, contrast=contrast, threads=threads, compile=compile)
     return _SEGMENTERS[key]
 
 
 def segment_chunk(path: str, pixel_size_A: float, first: int, last: int, model: str | None, contrast: str,
-                  reference: np.ndarray, part: str, threads: int | None = None) -> dict:
+                  reference: np.ndarray, part: str, threads: int | None = None, compile: bool = False) -> dict:
     """Segment frames [first, last) and write the part files; returns the part's summary.
 
     `part.parquet` holds the per-frame column tables with the class probabilities and the
     frame's drift; `part.json` (written last, so it marks the part complete) lists the
     processed frames, their drift (Å) and the skipped frames with the reason.
     """
-    seg = _segmenter(model, contrast, threads)
+    seg = _segmenter(model, contrast, threads, compile)
     src = open_image(path, pixel_size_A=pixel_size_A)
     tables, done, drift, skipped = [], [], [], {}
     for i, frame in _frames(src, first, last, skipped):
@@ -173,7 +175,7 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
     args = (str(path), src.pixel_size_A)
     if s.workers <= 1 and not s.scheduler:
         for a, b in todo:
-            segment_chunk(*args, a, b, s.model, contrast, ref, str(parts / f"chunk_{a:08d}"))
+            segment_chunk(*args, a, b, s.model, contrast, ref, str(parts / f"chunk_{a:08d}"), None, s.compile)
             bar.update(b - a)
     else:
         _run_dask(todo, args, s, contrast, ref, parts, bar)
@@ -191,7 +193,8 @@ def _run_dask(todo, args, s: TrackSettings, contrast, ref, parts: Path, bar) -> 
         with Client(s.scheduler or cluster) as client:
             ref_f = client.scatter(ref, broadcast=True)
             futs = {client.submit(segment_chunk, *args, a, b, s.model, contrast, ref_f,
-                                  str(parts / f"chunk_{a:08d}"), threads, pure=False): b - a for a, b in todo}
+                                  str(parts / f"chunk_{a:08d}"), threads, s.compile, pure=False): b - a
+                    for a, b in todo}
             for f in as_completed(futs):
                 f.result()
                 bar.update(futs[f])

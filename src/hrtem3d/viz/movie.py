@@ -483,7 +483,9 @@ def depth_traces(columns: pd.DataFrame, events: pd.DataFrame, column_ids: list[i
             lo = min(g.n_atoms.min(), g.n_atoms_raw.min() if "n_atoms_raw" in g else g.n_atoms.min())
             hi = max(g.n_atoms.max(), g.n_atoms_raw.max() if "n_atoms_raw" in g else g.n_atoms.max())
             ax.set_ylim(lo - 0.6, hi + 0.6)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_yticks(range(int(lo), int(hi) + 1) if hi - lo < 8 else MaxNLocator(integer=True).tick_values(lo, hi))
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
         if k % ncols == 0:
