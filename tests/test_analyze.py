@@ -150,3 +150,33 @@ def test_matching_is_one_to_one_within_distance():
     m = match_columns(truth, pred)
     assert list(m.pred_row) == [0, -1, 1]
     assert list(m.pred_n) == [5, 0, 3]
+
+
+def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, tmp_path):
+    import shutil
+
+    from conftest import tiny_settings
+
+    from hrtem3d.analyze.calibrate import fit_detection_thresholds
+    from hrtem3d.analyze.segment import Segmenter
+    from hrtem3d.data.generate import simulate_dataset
+    from hrtem3d.model.io import read_metadata
+
+    tiny_store = tmp_path / "ten.zarr"  # 10 structures: the validation split takes every 10th
+    simulate_dataset(tiny_store, 10, tiny_settings(seed=4), workers=0, progress=False)
+
+    model = tmp_path / "m.safetensors"
+    shutil.copy(tiny_model, model)
+    r = CliRunner().invoke(app, ["calibrate", str(model), "--data", str(tiny_store), "--n-images", "4"])
+    assert r.exit_code == 0, r.output
+    t = read_metadata(model)["detection_threshold"]
+    grid = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
+    assert t["Ce"] in grid and t["O"] in grid and 0 <= t["recall"] <= 1 and 0 <= t["precision"] <= 1
+    assert t == {**fit_detection_thresholds(model, tiny_store), "fitted_on": str(tiny_store)}  # reproducible
+    seg = Segmenter(model, contrast="bright")
+    seg.detection = {"Ce": 0.95, "O": 0.95}
+    img = np.random.default_rng(0).poisson(50, (96, 96)).astype(np.float32)
+    strict = seg.segment(img, 0.16).columns
+    seg.detection = None
+    loose = seg.segment(img, 0.16).columns
+    assert len(strict) <= len(loose) and (strict.p_column >= 0.95).all()

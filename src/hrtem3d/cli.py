@@ -216,11 +216,15 @@ def calibrate(
     out: Path = typer.Option(None, help="Write the calibrated model here instead."),
     n_images: int = typer.Option(60, help="Validation images (doses across the envelope)."),
 ) -> None:
-    """Calibrate the column confidence (Platt scaling) on validation structures, never on test data."""
+    """Fit per-species detection thresholds and calibrate the column confidence (Platt scaling) on
+    validation structures of the training store, never on test data."""
     from hrtem3d.analyze.calibrate import calibrate_model
 
     c = calibrate_model(model, data, out, n_images)
-    typer.echo(f"confidence map sigma({c['a']:.3f} logit(p) + {c['b']:.3f}) from {c['n_columns']} columns")
+    t = c["detection_threshold"]
+    typer.echo(f"detection thresholds Ce {t['Ce']:.2f}, O {t['O']:.2f} (validation recall {t['recall']:.3f}, "
+               f"precision {t['precision']:.3f} at {t['dose']:g} e/Å²); confidence map "
+               f"sigma({c['a']:.3f} logit(p) + {c['b']:.3f}) from {c['n_columns']} columns")
 
 
 @app.command()

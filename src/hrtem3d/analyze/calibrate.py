@@ -4,6 +4,10 @@ The column confidence is the pooled probability of the reported class. A two-par
 logistic map (Platt scaling on its logit), fitted on validation structures of the
 training store at doses drawn across the envelope, makes it a calibrated probability
 that the reported atom count (and species) is right. The map is stored in the model file.
+
+The same validation structures also set the detection threshold of each species (the
+column probability a peak needs to be reported): empty surface O sites look like faint
+one-atom O columns, so O needs a higher threshold than Ce.
 """
 
 from __future__ import annotations
@@ -43,17 +47,49 @@ def fit_platt(conf: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
     return float(res.x[0]), float(res.x[1])
 
 
-def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 60, seed: int = 5
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(raw confidence, correct) of matched columns on validation structures of `data`."""
+def _validation(data: str | Path) -> tuple:
     root = store.open_store(data)
     _, val_idx = split_structures(sorted(store.completed(root)), 0.1)
-    seg = Segmenter(model_path, contrast="bright")
-    seg.calibration = None
     n = int(store.settings_of(root)["multislice"]["store_gpts"])
     sampling = float(store.settings_of(root)["multislice"]["store_sampling_A"])
-    ds = HrtemDataset(data, val_idx, crop=n, seed=seed, augment=False)
     groups = {int(g.attrs["index"]): g for g in store.structure_groups(root)}
+    return val_idx, n, sampling, groups
+
+
+def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: float = 1000.0, seed: int = 6,
+                             grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)) -> dict:
+    """Per-species detection thresholds (column probability) that maximise min(recall, precision)
+    on the validation structures of `data` at `dose` (e/Å²); ties go to the higher recall."""
+    val_idx, n, sampling, groups = _validation(data)
+    seg = Segmenter(model_path, contrast="bright")
+    seg.calibration, seg.detection = None, None
+    ds = HrtemDataset(data, val_idx, crop=n, dose=dose, seed=seed, augment=False)
+    runs = []
+    for k in range(len(val_idx)):
+        truth = store.read_columns(groups[ds.indices[k]])
+        runs.append((truth, seg.segment(ds.draw(k, structure=k)["counts"], sampling).columns))
+    best = None
+    for t_ce in grid:
+        for t_o in grid:
+            tp = n_true = n_pred = 0
+            for truth, pred in runs:
+                keep = pred[pred["p_column"] >= np.where(pred["species"] == "O", t_o, t_ce)].reset_index(drop=True)
+                tp += int((match_columns(truth, keep).pred_row >= 0).sum())
+                n_true, n_pred = n_true + len(truth), n_pred + len(keep)
+            recall, precision = tp / max(n_true, 1), tp / max(n_pred, 1)
+            key = (min(recall, precision), recall)
+            if best is None or key > best[0]:
+                best = (key, {"Ce": t_ce, "O": t_o, "recall": recall, "precision": precision, "dose": dose})
+    return best[1]
+
+
+def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 60, seed: int = 5,
+                      thresholds: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(raw confidence, correct) of matched columns on validation structures of `data`."""
+    val_idx, n, sampling, groups = _validation(data)
+    seg = Segmenter(model_path, contrast="bright")
+    seg.calibration, seg.detection = None, thresholds
+    ds = HrtemDataset(data, val_idx, crop=n, seed=seed, augment=False)
     conf, ok = [], []
     for i in range(n_images):
         k = i % len(val_idx)
@@ -68,11 +104,15 @@ def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 
 
 def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | None = None,
                     n_images: int = 60) -> dict:
-    """Fit the confidence map on validation structures and write it into the model file."""
-    conf, ok = calibration_pairs(model_path, data, n_images)
+    """Fit the detection thresholds and the confidence map on validation structures; write both
+    into the model file (metadata `detection_threshold`, `column_calibration`)."""
+    thresholds = fit_detection_thresholds(model_path, data)
+    conf, ok = calibration_pairs(model_path, data, n_images, thresholds={"Ce": thresholds["Ce"],
+                                                                         "O": thresholds["O"]})
     a, b = fit_platt(conf, ok)
     model, meta = load_model(model_path)
     meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version")}
+    meta["detection_threshold"] = {**thresholds, "fitted_on": str(data)}
     meta["column_calibration"] = {"a": a, "b": b, "n_columns": int(len(conf)), "fitted_on": str(data)}
     save_model(out or model_path, model, meta)
-    return meta["column_calibration"]
+    return {**meta["column_calibration"], "detection_threshold": thresholds}

@@ -65,6 +65,7 @@ class Segmenter:
         self.pixel_size_A = float(self.meta["pixel_size_A"])
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.calibration = self.meta.get("column_calibration")
+        self.detection = self.meta.get("detection_threshold")  # per-species column probability, or None
         self.tile, self.overlap, self.contrast = tile, overlap, contrast
         self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
         self.net = torch.compile(self.model, dynamic=False) if compile else self.model
@@ -123,6 +124,9 @@ class Segmenter:
         work = self.polarity(work) * work
         probs = self.probabilities(work)
         cols = find_columns(probs, self.scheme, self.pixel_size_A)
+        if self.detection and len(cols):
+            need = cols["species"].map({s: self.detection.get(s, 0.0) for s in self.scheme.species}).fillna(0.0)
+            cols = cols[cols["p_column"] >= need].reset_index(drop=True)
         if self.calibration and len(cols):
             from hrtem3d.analyze.calibrate import apply_calibration
 
