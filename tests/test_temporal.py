@@ -86,7 +86,8 @@ def _analyze(cols, n_frames=30):
     tracks = track_table(cols)
     frames = np.arange(n_frames)
     drift = cols.groupby("frame")[["drift_x_A", "drift_y_A"]].first().to_numpy()
-    path, _, changes = denoise_depths(cols, tracks, frames, drift, (40.0, 30.0), DEFAULT_SCHEME, TemporalModel())
+    model = TemporalModel(change=ChangeModel(threshold=25.0))  # 30 frames of weak evidence (55 % right)
+    path, _, changes = denoise_depths(cols, tracks, frames, drift, (40.0, 30.0), DEFAULT_SCHEME, model)
     ev = find_events(changes, frames, tracks, cols, frames * 0.133, PX)
     return cols, tracks, path, ev
 
@@ -109,7 +110,7 @@ def test_gapped_track_is_merged_back():
     assert linked[linked.true_id == 3]["column_id"].nunique() == 1
 
 
-def test_hmm_recovers_depth_history_and_events():
+def test_denoising_recovers_depth_history_and_events():
     rng = np.random.default_rng(3)
     cols, truth = _synthetic_movie(rng)
     raw_right = np.mean([r.n_atoms == truth[r.true_id][3][r.frame] for r in cols.itertuples()])

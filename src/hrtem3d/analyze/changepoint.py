@@ -33,7 +33,7 @@ class ChangeModel:
             network output never varies does not make every tiny step significant.
     """
 
-    threshold: float = 32.0
+    threshold: float = 40.0
     trend_threshold: float = 9.0
     min_segment: int = 3
     min_step: float = 0.25
