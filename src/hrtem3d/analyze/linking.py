@@ -7,6 +7,8 @@ to the reference frame), so a column that stays put keeps one position and one
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import trackpy
@@ -41,7 +43,9 @@ def link_columns(columns: pd.DataFrame, search_range_A: float = 0.6, memory: int
     feats = pd.DataFrame({"x": df["xc_A"].to_numpy(), "y": df["yc_A"].to_numpy(), "frame": df["frame"].to_numpy()},
                          index=np.arange(len(df)))
     trackpy.quiet()
-    linked = trackpy.link(feats, search_range=search_range_A, memory=memory, link_strategy="auto")
+    with warnings.catch_warnings():  # trackpy 0.7 calls a pandas API that pandas 3.x deprecates
+        warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+        linked = trackpy.link(feats, search_range=search_range_A, memory=memory, link_strategy="auto")
     pid = linked.sort_index()["particle"].to_numpy()
     pid = _merge_gapped(df.assign(_pid=pid), merge_A)
     df["column_id"] = _renumber(df.assign(_pid=pid))
@@ -97,6 +101,7 @@ def track_species(columns: pd.DataFrame) -> pd.Series:
     ce = [c for c in columns.columns if c.startswith("p_Ce")]
     o = [c for c in columns.columns if c.startswith("p_O")]
     if ce and o:
-        s = columns.assign(_ce=columns[ce].sum(1), _o=columns[o].sum(1)).groupby("column_id")[["_ce", "_o"]].sum()
+        both = columns.assign(_ce=columns[ce].sum(axis=1), _o=columns[o].sum(axis=1))
+        s = both.groupby("column_id")[["_ce", "_o"]].sum()
         return pd.Series(np.where(s["_ce"] >= s["_o"], "Ce", "O"), index=s.index)
     return columns.groupby("column_id")["species"].agg(lambda s: s.mode().iat[0])
