@@ -125,3 +125,13 @@ def test_track_single_frame_without_frame_rate(movie, tmp_path):
     assert summary["frames"] == 1 and summary["events"] == 0 and "time_s counts frames" in summary["note"]
     cols = pd.read_parquet(tmp_path / "o" / "columns.parquet")
     assert len(cols) > 0.5 * (m.truth.frame == 0).sum() and (cols.time_s == 0).all()
+
+
+def test_track_movie_without_columns_still_writes_everything(tmp_path):
+    path = tmp_path / "noise.npy"
+    np.save(path, np.random.default_rng(0).poisson(5.0, (6, 64, 64)).astype(np.float32))
+    r = _run(path, "--out", tmp_path / "o", "--pixel-size", 0.1, "--fps", 10)
+    assert r.exit_code == 0, r.output
+    for name in ("columns.parquet", "tracks.parquet", "events.csv", "overlay.gif", "event_map.png"):
+        assert (tmp_path / "o" / name).exists(), name
+    assert len(pd.read_csv(tmp_path / "o" / "events.csv")) == 0

@@ -28,7 +28,8 @@ def _gif_frames(src, frames: np.ndarray, max_frames: int):
 
 
 def movie_figures(src, dest: Path, cols: pd.DataFrame, tracks: pd.DataFrame, events: pd.DataFrame,
-                  frames: np.ndarray, model: str | None, contrast: str, fps: float | None) -> list[str]:
+                  frames: np.ndarray, drift_A: np.ndarray, model: str | None, contrast: str,
+                  fps: float | None) -> list[str]:
     """Write overlay.gif, figure2.png, depth_traces.png and event_map.png into `dest`; returns the paths."""
     from hrtem3d.analyze.segment import Segmenter
 
@@ -46,8 +47,7 @@ def movie_figures(src, dest: Path, cols: pd.DataFrame, tracks: pd.DataFrame, eve
     files.append(save_figure(fig, dest / "figure2.png"))
     files.append(save_figure(depth_traces(cols, events), dest / "depth_traces.png"))
     ref = _read_frame(src, int(frames[0]))
-    drift = cols.groupby("frame")[["drift_x_A", "drift_y_A"]].first()
-    d = drift.reindex(events["frame"]).fillna(0.0).to_numpy() / src.pixel_size_A
+    d = drift_A[np.searchsorted(frames, events["frame"].to_numpy())].reshape(-1, 2) / src.pixel_size_A
     at_ref = events.assign(x_px=events["x_px"] - d[:, 0], y_px=events["y_px"] - d[:, 1])  # on the first frame
     files.append(save_figure(event_map(ref, tracks, at_ref, src.pixel_size_A), dest / "event_map.png"))
     return [str(f) for f in files]

@@ -293,7 +293,7 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
     if figures:
         from hrtem3d.track_figures import movie_figures
 
-        summary["figures"] = movie_figures(src, dest, cols, tracks, events, frames, s.model, contrast,
+        summary["figures"] = movie_figures(src, dest, cols, tracks, events, frames, drift, s.model, contrast,
                                            1.0 / interval if interval else None)
     atomic_write(dest / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
     return summary
