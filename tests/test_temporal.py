@@ -34,6 +34,18 @@ def test_segments_find_steps_and_ignore_noise_and_slow_drift():
     assert segments(with_outliers) == []
 
 
+def test_a_second_series_adds_its_evidence():
+    rng = np.random.default_rng(2)
+    depth = 4 + rng.normal(0, 0.25, 24)
+    depth[12:] -= 0.35                    # weak in the expected depth alone (z about 3.4)
+    inten = 5 + rng.normal(0, 0.1, 24)
+    inten[12:] -= 0.3                     # and in the intensity (z about 7)
+    assert segments(depth) == []
+    assert segments(np.column_stack([depth, inten])) == [12]
+    noise_only = 5 + rng.normal(0, 0.1, 24)
+    assert segments(np.column_stack([4 + rng.normal(0, 0.25, 24), noise_only])) == []
+
+
 def test_segment_depths_pools_probabilities_and_orders_levels():
     rng = np.random.default_rng(1)
     p = np.full((30, 12), 0.01)

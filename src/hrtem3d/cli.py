@@ -158,8 +158,8 @@ def track(
     chunk: int = typer.Option(16, help="Frames per chunk: the unit of parallel work and of resuming."),
     model: Path = typer.Option(None, help="Model file; default: the model shipped with hrtem3d."),
     contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto (decided on the first frame)."),
-    change_threshold: float = typer.Option(40.0, help="Evidence a depth change needs: drop in squared error of a "
-                                                      "column's expected depth, in noise variances (~ z**2)."),
+    change_threshold: float = typer.Option(50.0, help="Evidence a depth change needs: drop in squared error of a "
+                                                      "column's expected depth and intensity, in noise variances."),
     figures: bool = typer.Option(True, help="Write the overlay movie and figures."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network: up to a minute of compiling, "
                                                           "then faster frames (long movies)."),

@@ -251,7 +251,8 @@ def analyze_movie(cols: pd.DataFrame, frames: np.ndarray, drift: np.ndarray, fie
     tracks["n_events"] = tracks["column_id"].map(events["column_id"].value_counts()).fillna(0).astype(int)
     # a track's position: drift-corrected, in the pixels of the reference (first processed) frame
     tracks["x_px"], tracks["y_px"] = tracks["xc_A"] / pixel_size_A, tracks["yc_A"] / pixel_size_A
-    keep = TABLE_FIELDS + ["time_s", "n_atoms_raw", "confidence_raw", "species_raw", "p_column", "drift_x_A",
+    keep = TABLE_FIELDS + ["time_s", "n_atoms_raw", "confidence_raw", "species_raw", "p_column", "intensity",
+                           "drift_x_A",
                            "drift_y_A", "xc_A", "yc_A"]
     return cols[[c for c in keep if c in cols]].sort_values(["frame", "column_id"]), tracks, events
 

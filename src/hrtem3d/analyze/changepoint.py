@@ -33,7 +33,7 @@ class ChangeModel:
             network output never varies does not make every tiny step significant.
     """
 
-    threshold: float = 40.0
+    threshold: float = 50.0
     trend_threshold: float = 9.0
     min_segment: int = 3
     min_step: float = 0.25
@@ -51,32 +51,42 @@ def noise_sigma(y: np.ndarray, floor: float = 0.05, drop: float = 0.1) -> float:
     return max(floor, float(np.sqrt(np.mean(keep**2) / 2)))
 
 
-def segments(y: np.ndarray, model: ChangeModel | None = None) -> list[int]:
+def segments(y: np.ndarray, model: ChangeModel | None = None, floors: tuple[float, ...] | None = None) -> list[int]:
     """Change points of `y` (indices where a new segment starts).
 
-    Binary segmentation proposes the cuts: a split is kept when the drop in squared error,
-    in units of the noise variance, exceeds `model.threshold`, both sides hold
-    `model.min_segment` values or more and the means differ by `model.min_step` or more.
-    Then each cut must beat a straight line through the frames between its neighbouring
-    cuts by `model.trend_threshold` noise variances; the weakest cut that does not is
-    dropped until all do (a ramp is not a staircase).
+    `y` is one series `[n]` or several measured on the same frames `[n, d]` (say, a column's
+    expected depth and its intensity); each is divided by its own frame-to-frame noise and
+    the squared errors add up. Binary segmentation proposes the cuts: a split is kept when the
+    drop in squared error, in units of the noise variance, exceeds `model.threshold`, both
+    sides hold `model.min_segment` values or more and the means of the first series differ by
+    `model.min_step` or more. Then each cut must beat a straight line through the frames
+    between its neighbouring cuts by `model.trend_threshold` noise variances; the weakest cut
+    that does not is dropped until all do (a ramp is not a staircase).
+
+    Args:
+        floors: smallest noise assumed for each series (default: `model.noise_floor` for the
+            first, 1e-3 of its spread for the others).
     """
     model = model or ChangeModel()
     y = np.asarray(y, float)
-    sigma2 = noise_sigma(y, model.noise_floor) ** 2
+    y = y[:, None] if y.ndim == 1 else y
+    if floors is None:
+        floors = (model.noise_floor,) + tuple(1e-3 * (np.ptp(c) + 1e-12) for c in y.T[1:])
+    sigma = np.array([noise_sigma(c, f) for c, f in zip(y.T, floors)])
+    z = y / sigma
     cuts: list[int] = []
-    stack = [(0, len(y))]
+    stack = [(0, len(z))]
     while stack:
         a, b = stack.pop()
-        k, gain, step = _best_split(y[a:b], model.min_segment)
-        if k and gain / sigma2 > model.threshold and abs(step) >= model.min_step:
+        k, gain, step = _best_split(z[a:b], model.min_segment)
+        if k and gain > model.threshold and abs(step) * sigma[0] >= model.min_step:
             cuts.append(a + k)
             stack += [(a, a + k), (a + k, b)]
     cuts.sort()
     while cuts:
-        bounds = [0, *cuts, len(y)]
-        margin = [(_line_sse(y[bounds[i]:bounds[i + 2]]) - _step_sse(y[bounds[i]:bounds[i + 2]], c - bounds[i]))
-                  / sigma2 for i, c in enumerate(cuts)]
+        bounds = [0, *cuts, len(z)]
+        margin = [_line_sse(z[bounds[i]:bounds[i + 2]]) - _step_sse(z[bounds[i]:bounds[i + 2]], c - bounds[i])
+                  for i, c in enumerate(cuts)]
         worst = int(np.argmin(margin))
         if margin[worst] > model.trend_threshold:
             break
@@ -85,26 +95,27 @@ def segments(y: np.ndarray, model: ChangeModel | None = None) -> list[int]:
 
 
 def _step_sse(y: np.ndarray, k: int) -> float:
-    """Squared error of the two-level fit y[:k] | y[k:]."""
-    return float(((y[:k] - y[:k].mean()) ** 2).sum() + ((y[k:] - y[k:].mean()) ** 2).sum())
+    """Squared error of the two-level fit y[:k] | y[k:] (summed over series)."""
+    return float(((y[:k] - y[:k].mean(0)) ** 2).sum() + ((y[k:] - y[k:].mean(0)) ** 2).sum())
 
 
 def _line_sse(y: np.ndarray) -> float:
-    """Squared error of the least-squares straight line through y."""
+    """Squared error of the least-squares straight line through y (per series, summed)."""
     t = np.arange(len(y), dtype=float) - (len(y) - 1) / 2
-    r = y - y.mean()
+    r = y - y.mean(0)
     slope = (t @ r) / max(t @ t, 1e-12)
-    return float(((r - slope * t) ** 2).sum())
+    return float(((r - np.outer(t, slope)) ** 2).sum())
 
 
 def _best_split(y: np.ndarray, min_seg: int) -> tuple[int, float, float]:
-    """(k, drop in squared error, mean difference) of the best single split y[:k] | y[k:]."""
+    """(k, drop in squared error, mean difference of the first series) of the best split y[:k] | y[k:]."""
     n = len(y)
     if n < 2 * min_seg:
         return 0, 0.0, 0.0
-    c = np.cumsum(y)
+    c = np.cumsum(y, 0)
     k = np.arange(min_seg, n - min_seg + 1)
-    left, right = c[k - 1] / k, (c[-1] - c[k - 1]) / (n - k)
-    gain = k * (n - k) / n * (left - right) ** 2
+    left = c[k - 1] / k[:, None]
+    right = (c[-1] - c[k - 1]) / (n - k)[:, None]
+    gain = (k * (n - k) / n) * ((left - right) ** 2).sum(1)
     i = int(np.argmax(gain))
-    return int(k[i]), float(gain[i]), float(right[i] - left[i])
+    return int(k[i]), float(gain[i]), float(right[i, 0] - left[i, 0])

@@ -23,6 +23,8 @@ from hrtem3d.model.io import load_default_model, load_model
 from hrtem3d.model.unet import pick_device
 
 TABLE_FIELDS = ["frame", "column_id", "x_px", "y_px", "x_A", "y_A", "species", "n_atoms", "confidence"]
+# extra fields follow: p_column (column probability at the centre), p_<class> (pooled class probabilities),
+# intensity (mean normalised image within 0.4 Å of the centre, at the model's pixel size)
 
 
 @dataclass
@@ -34,6 +36,18 @@ class Segmentation:
     confidence: np.ndarray      # float32 [y, x] probability of that class
     working_image: np.ndarray   # normalised image at the model's pixel size
     probs: np.ndarray           # float32 [C, y, x] at the model's pixel size
+
+
+def column_intensity(work: np.ndarray, x: np.ndarray, y: np.ndarray, radius_px: float) -> np.ndarray:
+    """Mean of the normalised working image within `radius_px` of each column centre (working pixels)."""
+    from hrtem3d.analyze.columns import disc_offsets
+
+    if len(x) == 0:
+        return np.zeros(0, np.float32)
+    dy, dx = disc_offsets(radius_px)
+    yy = np.clip(np.rint(y)[:, None].astype(int) + dy[None], 0, work.shape[0] - 1)
+    xx = np.clip(np.rint(x)[:, None].astype(int) + dx[None], 0, work.shape[1] - 1)
+    return work[yy, xx].mean(1).astype(np.float32)
 
 
 class Segmenter:
@@ -132,6 +146,8 @@ class Segmenter:
 
             cols["confidence"] = apply_calibration(cols["confidence"].to_numpy(), self.calibration["a"],
                                                    self.calibration["b"])
+        cols["intensity"] = column_intensity(work, cols["x_px"].to_numpy(), cols["y_px"].to_numpy(),
+                                             0.4 / self.pixel_size_A)
         x_in, y_in = to_input_coords(cols["x_px"].to_numpy(), cols["y_px"].to_numpy(), factors)
         cols["x_px"], cols["y_px"] = x_in, y_in
         cols.insert(0, "frame", frame)

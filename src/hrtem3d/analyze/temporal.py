@@ -1,9 +1,10 @@
 """Denoise column depths in time: change points of each linked column's depth.
 
 A column's atom count changes only when the data say so. For every linked column the
-network's class probabilities are pooled along time: its series of expected atom counts
-is cut into segments of constant depth (`changepoint.segments`), and each segment's
-depth is the most probable count of the probabilities pooled over all its frames. A
+network's class probabilities are pooled along time: its series of expected atom counts,
+together with its image intensity, is cut into segments of constant level
+(`changepoint.segments`), and each segment's depth is the most probable count of the
+probabilities pooled over all its frames. A
 column that appears or vanishes for good (and was seen reliably while present) counts as
 a change from or to 0 atoms.
 """
@@ -34,12 +35,15 @@ class TemporalModel:
             appearance or loss.
         edge_margin_A: a column closer than this to the frame edge (Å) when it appears or
             vanishes may have drifted in or out: no event.
+        use_intensity: search the changes in the column's image intensity together with its
+            expected depth (two series, each in units of its own noise).
     """
 
     change: ChangeModel = field(default_factory=ChangeModel)
     min_detection: float = 0.8
     min_frames: int = 3
     edge_margin_A: float = 1.0
+    use_intensity: bool = True
 
 
 def probability_columns(scheme: ClassScheme) -> dict[str, tuple[str, int]]:
@@ -60,7 +64,8 @@ def species_probabilities(rows: pd.DataFrame, species: str, scheme: ClassScheme)
     return p / p.sum(1, keepdims=True).clip(1e-12)
 
 
-def segment_depths(p: np.ndarray, model: ChangeModel) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+def segment_depths(p: np.ndarray, model: ChangeModel, intensity: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
     """Depth per frame of one column from its per-frame probabilities `p` `[n, max_atoms]`.
 
     Returns (depth per frame, confidence per frame = pooled probability of that depth,
@@ -70,7 +75,7 @@ def segment_depths(p: np.ndarray, model: ChangeModel) -> tuple[np.ndarray, np.nd
     """
     n_atoms = np.arange(1, p.shape[1] + 1)
     y = p @ n_atoms
-    cuts = segments(y, model)
+    cuts = segments(y if intensity is None else np.column_stack([y, intensity]), model)
     bounds = [0, *cuts, len(y)]
     segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
     pooled = [p[a:b].mean(0) for a, b in segs]
@@ -125,7 +130,8 @@ def denoise_depths(columns: pd.DataFrame, tracks: pd.DataFrame, frames: np.ndarr
     for k, tr in enumerate(tracks.itertuples(index=False)):
         rows = columns.iloc[groups[tr.column_id]].sort_values("frame")
         t = np.searchsorted(frames, rows["frame"].to_numpy())
-        d, c, ch = segment_depths(species_probabilities(rows, tr.species, scheme), model.change)
+        inten = rows["intensity"].to_numpy(float) if model.use_intensity and "intensity" in rows else None
+        d, c, ch = segment_depths(species_probabilities(rows, tr.species, scheme), model.change, inten)
         # frames without a detection inside the track's life take the value of the previous detection
         span = np.arange(t[0], t[-1] + 1)
         idx = np.searchsorted(t, span, side="right") - 1
