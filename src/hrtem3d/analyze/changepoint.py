@@ -68,12 +68,7 @@ def segments(y: np.ndarray, model: ChangeModel | None = None, floors: tuple[floa
             first, 1e-3 of its spread for the others).
     """
     model = model or ChangeModel()
-    y = np.asarray(y, float)
-    y = y[:, None] if y.ndim == 1 else y
-    if floors is None:
-        floors = (model.noise_floor,) + tuple(1e-3 * (np.ptp(c) + 1e-12) for c in y.T[1:])
-    sigma = np.array([noise_sigma(c, f) for c, f in zip(y.T, floors)])
-    z = y / sigma
+    z, sigma = standardize(y, model, floors)
     cuts: list[int] = []
     stack = [(0, len(z))]
     while stack:
@@ -92,6 +87,24 @@ def segments(y: np.ndarray, model: ChangeModel | None = None, floors: tuple[floa
             break
         cuts.pop(worst)
     return cuts
+
+
+def standardize(y: np.ndarray, model: ChangeModel, floors: tuple[float, ...] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """`y` `[n]` or `[n, d]` divided by each series' frame-to-frame noise: (z `[n, d]`, sigma `[d]`)."""
+    y = np.asarray(y, float)
+    y = y[:, None] if y.ndim == 1 else y
+    if floors is None:
+        floors = (model.noise_floor,) + tuple(1e-3 * (np.ptp(c) + 1e-12) for c in y.T[1:])
+    sigma = np.array([noise_sigma(c, f) for c, f in zip(y.T, floors)])
+    return y / sigma, sigma
+
+
+def split_gain(z: np.ndarray, k: int) -> tuple[float, float]:
+    """(drop in squared error, mean difference of the first series) of splitting z `[n, d]` at k."""
+    n = len(z)
+    left, right = z[:k].mean(0), z[k:].mean(0)
+    return float(k * (n - k) / n * ((left - right) ** 2).sum()), float(right[0] - left[0])
 
 
 def _step_sse(y: np.ndarray, k: int) -> float:

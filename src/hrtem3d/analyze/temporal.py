@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
-from hrtem3d.analyze.changepoint import ChangeModel, noise_sigma, segments
+from hrtem3d.analyze.changepoint import ChangeModel, noise_sigma, segments, split_gain, standardize
 from hrtem3d.labels.scheme import ClassScheme
 
 CHANGE_FIELDS = ["track", "t", "n_before", "n_after", "confidence"]
@@ -37,6 +38,11 @@ class TemporalModel:
             vanishes may have drifted in or out: no event.
         use_intensity: search the changes in the column's image intensity together with its
             expected depth (two series, each in units of its own noise).
+        pair_threshold: a Ce atom that arrives at a column came from a nearby one (and the
+            reverse): for every Ce gain or loss found, the Ce columns `pair_distance_A` (Å) away
+            are tested for the opposite step at the same frame. That test is at a known frame
+            among a few columns, not a scan of the movie, so it needs less evidence (this many
+            noise variances; 0 switches it off).
     """
 
     change: ChangeModel = field(default_factory=ChangeModel)
@@ -44,6 +50,8 @@ class TemporalModel:
     min_frames: int = 3
     edge_margin_A: float = 1.0
     use_intensity: bool = True
+    pair_threshold: float = 16.0
+    pair_distance_A: tuple[float, float] = (2.5, 8.0)
 
 
 def probability_columns(scheme: ClassScheme) -> dict[str, tuple[str, int]]:
@@ -127,11 +135,16 @@ def denoise_depths(columns: pd.DataFrame, tracks: pd.DataFrame, frames: np.ndarr
     conf = np.zeros((nf, nt))
     changes = []
     groups = columns.groupby("column_id").indices
+    series = {}
     for k, tr in enumerate(tracks.itertuples(index=False)):
         rows = columns.iloc[groups[tr.column_id]].sort_values("frame")
         t = np.searchsorted(frames, rows["frame"].to_numpy())
         inten = rows["intensity"].to_numpy(float) if model.use_intensity and "intensity" in rows else None
-        d, c, ch = segment_depths(species_probabilities(rows, tr.species, scheme), model.change, inten)
+        p = species_probabilities(rows, tr.species, scheme)
+        d, c, ch = segment_depths(p, model.change, inten)
+        y = p @ np.arange(1, p.shape[1] + 1)
+        series[k] = (t, standardize(y if inten is None else np.column_stack([y, inten]), model.change), d,
+                     [i for i, *_ in ch])
         # frames without a detection inside the track's life take the value of the previous detection
         span = np.arange(t[0], t[-1] + 1)
         idx = np.searchsorted(t, span, side="right") - 1
@@ -147,7 +160,61 @@ def denoise_depths(columns: pd.DataFrame, tracks: pd.DataFrame, frames: np.ndarr
         for ti, nb, na in ((t[0], 0, d[0]), (t[-1] + 1, d[-1], 0)):
             if m <= ti <= nf - m and _inside(tr, drift_A[min(ti, nf - 1)], field_A, model.edge_margin_A):
                 changes.append((k, int(ti), int(nb), int(na), float(rate)))
+    if model.pair_threshold > 0:
+        changes += paired_changes(changes, tracks, series, depth, model)
     return depth, conf, pd.DataFrame(changes, columns=CHANGE_FIELDS)
+
+
+def paired_changes(changes: list[tuple], tracks: pd.DataFrame, series: dict, depth: np.ndarray,
+                   model: TemporalModel) -> list[tuple]:
+    """For each Ce gain (loss) found, the opposite step at the same frame in a nearby Ce column.
+
+    Updates `depth` for the columns it adds a change to; returns the added changes.
+    """
+    ce = np.nonzero(tracks["species"].to_numpy() == "Ce")[0]
+    if len(ce) < 2:
+        return []
+    xy = tracks[["xc_A", "yc_A"]].to_numpy()[ce]
+    tree = cKDTree(xy)
+    lo, hi = model.pair_distance_A
+    m = model.change.min_segment
+    has = {}
+    for k, t, *_ in changes:
+        has.setdefault(k, []).append(t)
+    added = []
+    for k, t, nb, na, _ in list(changes):
+        if tracks["species"].iat[k] != "Ce" or nb == 0 or na == 0:
+            continue
+        sign = np.sign(na - nb)
+        best, tested = None, 0
+        for j in ce[tree.query_ball_point(xy[np.searchsorted(ce, k)], hi)]:
+            if j == k or np.hypot(*(xy[np.searchsorted(ce, j)] - xy[np.searchsorted(ce, k)])) < lo:
+                continue
+            if any(abs(t - u) <= 2 for u in has.get(j, [])):
+                continue  # already changes there: `events.classify` pairs them
+            tj, (z, sigma), dj, cuts = series[j]
+            i = int(np.searchsorted(tj, t))
+            bounds = [0, *cuts, len(tj)]
+            s = int(np.searchsorted(bounds, i, side="right")) - 1
+            a, b = bounds[s], bounds[min(s + 1, len(bounds) - 1)]
+            if i - a < m or b - i < m:
+                continue
+            g, step = split_gain(z[a:b], i - a)
+            tested += 1
+            if np.sign(step) == -sign and abs(step) * sigma[0] >= model.change.min_step and g > model.pair_threshold:
+                if best is None or g > best[0]:
+                    best = (g, j, i, b)
+        if best is None:
+            continue
+        g, j, i, b = best
+        tj, _, dj, _ = series[j]
+        before = int(dj[i - 1])
+        after = max(1, int(before - sign))
+        end = tj[b - 1] + 1 if b < len(tj) else depth.shape[0]
+        depth[tj[i]:end, j] = after
+        added.append((int(j), int(tj[i]), before, after, float(max(0.0, 1 - tested * np.exp(-g / 2)))))
+        has.setdefault(j, []).append(int(tj[i]))
+    return added
 
 
 def _inside(tr, drift: np.ndarray, field_A: tuple[float, float], margin: float) -> bool:
