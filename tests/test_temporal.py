@@ -184,3 +184,41 @@ def test_frame_shift_measures_drift(shift):
     moved = np.fft.ifftn(fourier_shift(np.fft.fftn(img), (shift[1], shift[0]))).real
     dx, dy = frame_shift(img, moved)
     assert abs(dx - shift[0]) < 0.1 and abs(dy - shift[1]) < 0.1
+
+
+def test_weak_opposite_step_next_to_a_found_gain_is_a_migration():
+    """A Ce gain found by the scan makes a nearby Ce column's weak loss at that frame count; not a far one."""
+    rng = np.random.default_rng(7)
+    names = probability_columns(DEFAULT_SCHEME)
+    rows = []
+    sites = {0: (10.0, 10.0, 3, +1.0), 1: (13.5, 11.0, 4, -0.35), 2: (30.0, 25.0, 4, -0.35)}
+    for f in range(40):
+        for x, y, n, step in sites.values():
+            shift = step if f >= 20 else 0.0
+            p = np.full(24, 1e-4)
+            e = n + shift + rng.normal(0, 0.45)  # the expected depth this frame
+            lo = int(np.clip(np.floor(e), 1, 11))
+            w = np.clip(e - lo, 0, 1)
+            p[DEFAULT_SCHEME.class_of("Ce", lo) - 1] += 1 - w
+            p[DEFAULT_SCHEME.class_of("Ce", lo + 1) - 1] += w
+            p /= p.sum()
+            row = {"frame": f, "x_A": x, "y_A": y, "x_px": x / PX, "y_px": y / PX, "species": "Ce",
+                   "n_atoms": lo, "confidence": 0.5, "intensity": 5 + 0.3 * shift + rng.normal(0, 0.1),
+                   "drift_x_A": 0.0, "drift_y_A": 0.0}
+            row.update(dict(zip(names, p)))
+            rows.append(row)
+    cols = link_columns(pd.DataFrame(rows))
+    tracks = track_table(cols)
+    frames = np.arange(40)
+    # the weak steps carry about 25 noise variances of evidence: below the scan's 80, above the pair test's 10
+    scan = ChangeModel(threshold=80.0, min_step=0.1)
+    off, on = TemporalModel(change=scan, pair_threshold=0), TemporalModel(change=scan, pair_threshold=10.0)
+    _, _, alone = denoise_depths(cols, tracks, frames, np.zeros((40, 2)), (40.0, 30.0), DEFAULT_SCHEME, off)
+    path, _, both = denoise_depths(cols, tracks, frames, np.zeros((40, 2)), (40.0, 30.0), DEFAULT_SCHEME, on)
+    ids = {int(round(x)): k for k, x in enumerate(tracks.xc_A)}
+    assert set(alone.track) == {ids[10]}  # the scan finds the gain only
+    assert set(both.track) == {ids[10], ids[14]}  # the neighbour's loss at the same frame, not the far one
+    loss = both[both.track == ids[14]].iloc[0]
+    assert loss.t == 20 and loss.n_after == loss.n_before - 1 and path[30, ids[14]] == loss.n_after
+    ev = find_events(both, frames, tracks, cols, frames * 0.1, PX)
+    assert list(ev.kind) == ["migration", "migration"]
