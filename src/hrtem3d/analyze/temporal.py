@@ -210,8 +210,7 @@ def paired_changes(changes: list[tuple], tracks: pd.DataFrame, series: dict, dep
         tj, _, dj, _ = series[j]
         before = int(dj[i - 1])
         after = max(1, int(before - sign))
-        end = tj[b - 1] + 1 if b < len(tj) else depth.shape[0]
-        depth[tj[i]:end, j] = after
+        depth[tj[i]:tj[b - 1] + 1, j] = after  # to the segment's last detection
         added.append((int(j), int(tj[i]), before, after, float(max(0.0, 1 - tested * np.exp(-g / 2)))))
         has.setdefault(j, []).append(int(tj[i]))
     return added
