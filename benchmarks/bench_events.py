@@ -28,14 +28,14 @@ def main() -> None:
     from hrtem3d.analyze.temporal import TemporalModel
     from hrtem3d.io import open_image
     from hrtem3d.simulate.movie import MovieConfig, simulate_movie, write_movie
-    from hrtem3d.tracking import TrackSettings, _default_scheme, analyze_movie, gather_parts, track_movie
+    from hrtem3d.tracking import TrackSettings, analyze_movie, gather_parts, model_scheme, track_movie
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="20-29")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[40.0, 50.0, 60.0])
     ap.add_argument("--work", default="/tmp/bench_events")
     a = ap.parse_args()
-    scheme = _default_scheme()
+    scheme = model_scheme()
     movies = []
     for seed in seeds_of(a.seeds):
         out = Path(a.work) / f"seed{seed}"

@@ -122,14 +122,24 @@ def _frames(src, first: int, last: int, skipped: dict):
         yield i, block[0]
 
 
+def _model_file(model: str | None) -> Path:
+    """The model file a run uses: `model`, or the one shipped with hrtem3d."""
+    from hrtem3d.model.io import default_model_path
+
+    return Path(model) if model else default_model_path()
+
+
+def model_scheme(model: str | None = None):
+    """The class scheme of `model` (None: the shipped model)."""
+    from hrtem3d.labels.scheme import ClassScheme
+    from hrtem3d.model.io import read_metadata
+
+    return ClassScheme.from_dict(read_metadata(_model_file(model))["scheme"])
+
+
 def _fingerprint(path: Path, src, s: TrackSettings, model: str | None) -> dict:
     st = path.stat()
-    mfile = Path(model) if model else None
-    if mfile is None:
-        from hrtem3d.model.io import default_model_path
-
-        mfile = default_model_path()
-    mhash = hashlib.sha256(mfile.read_bytes()).hexdigest()[:16]
+    mhash = hashlib.sha256(_model_file(model).read_bytes()).hexdigest()[:16]
     return {"input": str(path.resolve()), "bytes": st.st_size, "shape": list(src.shape),
             "pixel_size_A": src.pixel_size_A, "chunk": s.chunk, "model_sha256": mhash}
 
@@ -260,9 +270,6 @@ def analyze_movie(cols: pd.DataFrame, frames: np.ndarray, drift: np.ndarray, fie
 def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings | None = None,
                 progress: bool = True, figures: bool = True) -> dict:
     """The whole `track` command: see the module docstring. Returns a summary dict."""
-    from hrtem3d.labels.scheme import ClassScheme
-    from hrtem3d.model.io import read_metadata
-
     s = settings or TrackSettings()
     if s.chunk < 1 or s.workers < 1:
         raise HrtemError("--chunk and --workers must be at least 1")
@@ -275,8 +282,7 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
         raise HrtemError(f"{path.name}: no frame could be segmented (skipped: {_ranges(sorted(skipped))})")
     interval = 1.0 / s.fps if s.fps else src.frame_interval_s
     times = frames * (interval if interval else 1.0)
-    meta = read_metadata(s.model) if s.model else None
-    scheme = ClassScheme.from_dict(meta["scheme"]) if meta else _default_scheme()
+    scheme = model_scheme(s.model)
     ny, nx = src.shape[1:]
     field_A = (nx * src.pixel_size_A, ny * src.pixel_size_A)
     cols, tracks, events = analyze_movie(cols, frames, drift, field_A, times, src.pixel_size_A, scheme, s)
@@ -298,13 +304,6 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
                                            1.0 / interval if interval else None)
     atomic_write(dest / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
     return summary
-
-
-def _default_scheme():
-    from hrtem3d.labels.scheme import ClassScheme
-    from hrtem3d.model.io import default_model_path, read_metadata
-
-    return ClassScheme.from_dict(read_metadata(default_model_path())["scheme"])
 
 
 def _jsonable(d: dict) -> dict:

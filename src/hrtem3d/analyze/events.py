@@ -36,7 +36,7 @@ def find_events(changes: pd.DataFrame, frames: np.ndarray, tracks: pd.DataFrame,
     for ch in changes.itertuples(index=False):
         tr = tracks.iloc[int(ch.track)]
         ti = min(int(ch.t), len(frames) - 1)
-        x, y = _position(pos, columns, tr, frames, ti, pixel_size_A)
+        x, y = _position(pos, columns, tr, frames[ti])
         rows.append({"frame": int(frames[ti]), "time_s": float(times_s[ti]), "column_id": int(tr["column_id"]),
                      "species": tr["species"], "x_px": x, "y_px": y, "n_before": int(ch.n_before),
                      "n_after": int(ch.n_after), "confidence": float(ch.confidence)})
@@ -45,14 +45,13 @@ def find_events(changes: pd.DataFrame, frames: np.ndarray, tracks: pd.DataFrame,
     return ev.sort_values(["frame", "column_id"]).reset_index(drop=True)[EVENT_FIELDS]
 
 
-def _position(pos: pd.DataFrame, columns: pd.DataFrame, tr: pd.Series, frames: np.ndarray, ti: int,
-              pixel_size_A: float) -> tuple[float, float]:
+def _position(pos: pd.DataFrame, columns: pd.DataFrame, tr: pd.Series, frame: int) -> tuple[float, float]:
     """The column's position in the input's pixels at the change (nearest detected frame)."""
     cid = int(tr["column_id"])
     mine = columns.loc[columns["column_id"] == cid, "frame"].to_numpy()
     if len(mine) == 0:
         return float(tr["x_px"]), float(tr["y_px"])
-    nearest = mine[np.argmin(np.abs(mine - frames[ti]))]
+    nearest = mine[np.argmin(np.abs(mine - frame))]
     x, y = pos.loc[(cid, nearest)].to_numpy(float).reshape(-1, 2)[0]
     return float(x), float(y)
 

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import trackpy
+from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
@@ -65,8 +66,6 @@ def _merge_gapped(df: pd.DataFrame, merge_A: float) -> np.ndarray:
     apart = (a["last"].to_numpy() < b["first"].to_numpy()) | (b["last"].to_numpy() < a["first"].to_numpy())
     same = a["species"].to_numpy() == b["species"].to_numpy()
     keep = pairs[apart & same]
-    from scipy.sparse import coo_matrix
-
     n = len(ids)
     graph = coo_matrix((np.ones(len(keep)), (keep[:, 0], keep[:, 1])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
