@@ -84,6 +84,8 @@ def train(
     workers: int = typer.Option(1, help="Data-loading worker processes."),
     threads: int = typer.Option(0, help="Torch CPU threads (0 = torch's default)."),
     val_every: int = typer.Option(250, help="Steps between validations."),
+    normalization: str = typer.Option("relative", help="Input normalisation: relative (intensity over the "
+                                      "frame's mean, minus 1) or median/MAD (the first model's)."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -100,7 +102,7 @@ def train(
     except ValueError:
         raise HrtemError(f"--widths must be comma-separated integers, got {widths!r}") from None
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, widths=w, seed=seed, workers=workers,
-                      threads=threads, val_every=val_every)
+                      threads=threads, val_every=val_every, normalization=normalization)
     m = run(data, out, cfg, progress=progress, device=device)
     typer.echo(f"wrote {out}: validation column-pixel accuracy {m.get('col_acc', float('nan')):.3f} "
                f"at step {m.get('step', steps)}")

@@ -19,7 +19,7 @@ from hrtem3d.analyze.columns import disc_offsets
 from hrtem3d.analyze.segment import Segmenter
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
-from hrtem3d.data.normalize import normalize_image
+from hrtem3d.data.normalize import relative_contrast
 
 DOSES = (100.0, 300.0, 1000.0, 3000.0, 10000.0)
 
@@ -130,7 +130,7 @@ def evaluate(model_path, test_path, train_path=None, doses=DOSES, max_structures
     for dose in doses:
         counter, majority = None, None
         if train_idx:
-            samples = [(c, normalize_image(d["counts"])) for _, c, d, _ in _images(train_path, train_idx, dose,
+            samples = [(c, relative_contrast(d["counts"])) for _, c, d, _ in _images(train_path, train_idx, dose,
                                                                                  seed + 77)]
             counter = fit_gaussian_counter(samples, radius_px)
             allc = pd.concat([c for c, _ in samples])
@@ -141,7 +141,7 @@ def evaluate(model_path, test_path, train_path=None, doses=DOSES, max_structures
             m = match_columns(cols, pred)
             m["dose"], m["structure"] = dose, idx
             if counter is not None:
-                inten = integrated_intensity(normalize_image(d["counts"]), cols.x_px.to_numpy(), cols.y_px.to_numpy(),
+                inten = integrated_intensity(relative_contrast(d["counts"]), cols.x_px.to_numpy(), cols.y_px.to_numpy(),
                                              radius_px)
                 m["gauss_n"] = counter.predict(cols.species.to_numpy(), inten)
                 m["majority_n"] = cols.species.map(majority).fillna(1).astype(int).to_numpy()

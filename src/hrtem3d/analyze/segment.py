@@ -16,7 +16,7 @@ from skimage.transform import resize
 
 from hrtem3d.analyze.columns import find_columns
 from hrtem3d.analyze.resample import to_input_coords, to_working_grid
-from hrtem3d.data.normalize import normalize_image
+from hrtem3d.data.normalize import normalizer
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model
@@ -79,6 +79,7 @@ class Segmenter:
         self.pixel_size_A = float(self.meta["pixel_size_A"])
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.calibration = self.meta.get("column_calibration")
+        self.normalize = normalizer(self.meta.get("normalization", "median/MAD"))
         self.detection = self.meta.get("detection_threshold")  # per-species column probability, or None
         self.tile, self.overlap, self.contrast = tile, overlap, contrast
         self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
@@ -134,7 +135,7 @@ class Segmenter:
             raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
                              "pass --pixel-size")
         work, factors = to_working_grid(image.astype(np.float32), pixel_size_A, self.pixel_size_A)
-        work = normalize_image(work)
+        work = self.normalize(work)
         work = self.polarity(work) * work
         probs = self.probabilities(work)
         cols = find_columns(probs, self.scheme, self.pixel_size_A)

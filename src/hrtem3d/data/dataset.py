@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hrtem3d.data import store
-from hrtem3d.data.normalize import normalize_image
+from hrtem3d.data.normalize import MEDIAN_MAD, RELATIVE, normalize_image
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import weight_map
 from hrtem3d.simulate.optics import Optics, OpticsEnvelope, angular_grid, blur, shot_noise, transfer_at, wavelength_A
@@ -62,6 +62,9 @@ class HrtemDataset(Dataset):
         seed: base seed; sample `i` of epoch `e` is reproducible from (seed, e, i).
         augment: apply a random one of the eight flips/rotations.
         class_weights: per-class weight multipliers for the weight map.
+        normalization: "relative" (counts over the mean counts of the whole simulated field, minus 1,
+            with a 3 % log-normal jitter of that mean standing for its uncertainty in real frames)
+            or "median/MAD" (see `hrtem3d.data.normalize`).
 
     Returns per item:
         image `[1, crop, crop]` float32 (normalised counts), target `[2, crop, crop]`
@@ -72,7 +75,11 @@ class HrtemDataset(Dataset):
     def __init__(self, path: str | Path, indices: list[int] | None = None, crop: int = 256,
                  samples_per_epoch: int = 1024, envelope: OpticsEnvelope | None = None,
                  dose: float | None = None, seed: int = 0, augment: bool = True,
-                 class_weights: np.ndarray | None = None, centre_weight: float = 4.0):
+                 class_weights: np.ndarray | None = None, centre_weight: float = 4.0,
+                 normalization: str = RELATIVE):
+        if normalization not in (RELATIVE, MEDIAN_MAD):
+            raise HrtemError(f"unknown normalization {normalization!r}; use {RELATIVE!r} or {MEDIAN_MAD!r}")
+        self.normalization = normalization
         root = store.open_store(path)
         settings = store.settings_of(root)
         ms = settings["multislice"]
@@ -121,6 +128,8 @@ class HrtemDataset(Dataset):
             k = structure
         optics, det = self.envelope.sample(rng, self.dose)
         clean = self.bank.intensity(self.bank.spectra[k], optics)
+        # mean counts per pixel over the whole field (what the mean of a full frame measures)
+        flux = float(clean.mean()) * det.dose_e_per_A2 * self.sampling_A**2 * float(np.exp(rng.normal(0, 0.03)))
         y0, x0 = self._crop_origin(rng, k)
         sl = (slice(y0, y0 + self.crop), slice(x0, x0 + self.crop))
         clean = clean[sl]
@@ -130,11 +139,14 @@ class HrtemDataset(Dataset):
         t = int(rng.integers(8)) if self.augment else 0
         return {"structure": self.indices[k], "optics": optics, "detector": det, "clean": _dihedral(clean, t),
                 "counts": _dihedral(counts, t), "cls": _dihedral(cls, t), "alpha": _dihedral(alpha, t),
-                "origin": (y0, x0), "transform": t}
+                "origin": (y0, x0), "transform": t, "flux": flux}
 
     def __getitem__(self, i: int):
         d = self.draw(i)
-        image = normalize_image(d["counts"])
+        if self.normalization == RELATIVE:
+            image = d["counts"] / np.float32(d["flux"]) - np.float32(1.0)
+        else:
+            image = normalize_image(d["counts"])
         w = weight_map(d["alpha"], d["cls"], self.class_weights, self.centre_weight)
         target = np.stack([d["cls"].astype(np.float32), d["alpha"]])
         return (torch.from_numpy(np.ascontiguousarray(image[None])),

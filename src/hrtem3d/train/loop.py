@@ -43,6 +43,7 @@ class TrainConfig:
         widths: U-Net filters per level.
         class_weight_power: rare depth classes weigh (median/count)**power.
         seed: seeds the network initialisation and the data draws.
+        normalization: input normalisation, "relative" or "median/MAD" (`hrtem3d.data.normalize`).
         workers: DataLoader worker processes.
     """
 
@@ -60,6 +61,7 @@ class TrainConfig:
     residual: bool = False
     class_weight_power: float = 0.5
     centre_weight: float = 4.0
+    normalization: str = "relative"
     seed: int = 0
     workers: int = 1
     threads: int = 0
@@ -71,6 +73,8 @@ class TrainConfig:
             raise HrtemError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.lr <= 0:
             raise HrtemError("lr must be positive")
+        if self.normalization not in ("relative", "median/MAD"):
+            raise HrtemError(f"normalization must be relative or median/MAD, got {self.normalization!r}")
 
 
 def split_structures(indices: list[int], val_fraction: float) -> tuple[list[int], list[int]]:
@@ -122,9 +126,10 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     envelope = envelope or OpticsEnvelope()
     train_ds = HrtemDataset(data, train_idx, crop=config.crop, samples_per_epoch=config.batch * 200,
                             envelope=envelope, seed=config.seed * 1000 + rank, class_weights=cw,
-                            centre_weight=config.centre_weight)
+                            centre_weight=config.centre_weight, normalization=config.normalization)
     val_ds = HrtemDataset(data, val_idx, crop=config.crop, samples_per_epoch=config.val_samples,
-                          envelope=envelope, seed=10**6 + config.seed, augment=False)
+                          envelope=envelope, seed=10**6 + config.seed, augment=False,
+                          normalization=config.normalization)
 
     torch.manual_seed(config.seed)
     model = UNet(UNetConfig(n_classes=scheme.n_classes, widths=tuple(config.widths), residual=config.residual))
@@ -190,7 +195,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
                 "envelope": envelope.to_dict(), "train_config": _jsonable(asdict(config)),
                 "dataset": {"path": str(data), "settings": settings, "train_structures": len(train_idx),
                             "val_structures": len(val_idx)},
-                "temperature": temperature, "history": state["history"], "normalization": "median/MAD"}
+                "temperature": temperature, "history": state["history"], "normalization": config.normalization}
         save_model(out, model, meta)
     if ddp:
         import torch.distributed as dist

@@ -1,0 +1,56 @@
+"""Input normalisation: relative contrast keeps the vacuum level, median/MAD does not."""
+
+import numpy as np
+import pytest
+
+from hrtem3d.data.normalize import (MEDIAN_MAD, RELATIVE, TYPICAL_RELATIVE_MAD, mean_intensity,
+                                    normalize_image, normalizer, relative_contrast)
+
+
+def _frame(dose_per_px: float, rng: np.random.Generator) -> np.ndarray:
+    """Vacuum at 1 with a 16x16 square of 30 % brighter 'column' in the middle, Poisson counts."""
+    clean = np.ones((96, 96))
+    clean[40:56, 40:56] = 1.3
+    return rng.poisson(clean * dose_per_px).astype(np.float32)
+
+
+def test_relative_contrast_is_the_same_at_any_dose_and_gain():
+    rng = np.random.default_rng(0)
+    for dose, gain in ((200.0, 1.0), (5000.0, 1.0), (5000.0, 37.5)):
+        x = relative_contrast(_frame(dose, rng) * gain)
+        contrast = x[42:54, 42:54].mean() - x[:30, :30].mean()
+        assert contrast == pytest.approx(0.3, abs=0.03), (dose, gain)
+
+
+def test_median_mad_contrast_depends_on_dose():
+    rng = np.random.default_rng(1)
+    lo, hi = (normalize_image(_frame(d, rng)) for d in (200.0, 5000.0))
+    c_lo = lo[42:54, 42:54].mean() - lo[:30, :30].mean()
+    c_hi = hi[42:54, 42:54].mean() - hi[:30, :30].mean()
+    assert c_hi > 3 * c_lo   # the scale follows the vacuum noise, so contrast grows with sqrt(dose)
+
+
+def test_hot_pixels_barely_move_the_mean():
+    rng = np.random.default_rng(2)
+    img = _frame(1000.0, rng)
+    hot = img.copy()
+    hot[[5, 17, 60, 77, 90], [3, 70, 12, 50, 88]] = 1e7  # 0.05 % of the pixels
+    assert mean_intensity(hot, subsample=1) == pytest.approx(mean_intensity(img, subsample=1), rel=0.05)
+
+
+def test_images_that_are_not_intensities_fall_back_with_a_warning():
+    rng = np.random.default_rng(3)
+    img = _frame(1000.0, rng)
+    standardised = (img - img.mean()) / img.std()
+    assert mean_intensity(standardised) is None
+    with pytest.warns(UserWarning, match="no positive mean"):
+        x = relative_contrast(standardised)
+    mad = 1.4826 * np.median(np.abs(x - np.median(x)))
+    assert mad == pytest.approx(TYPICAL_RELATIVE_MAD, rel=0.05)
+
+
+def test_normalizer_names():
+    assert normalizer(RELATIVE) is relative_contrast
+    assert normalizer(MEDIAN_MAD) is normalize_image
+    with pytest.raises(ValueError):
+        normalizer("zscore")
