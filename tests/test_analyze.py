@@ -42,6 +42,22 @@ def test_columns_found_at_subpixel_positions_with_their_class():
     assert np.allclose(cols.confidence, 0.9, atol=0.02)
 
 
+def test_class_weights_of_the_loss_are_divided_out():
+    # the network says Ce 6 (0.55) over Ce 7 (0.45); if it was trained with Ce 6 weighted 2x, the
+    # unbiased odds are 0.275 : 0.45, so the column is Ce 7
+    c6, c7 = DEFAULT_SCHEME.class_of("Ce", 6), DEFAULT_SCHEME.class_of("Ce", 7)
+    probs = np.zeros((DEFAULT_SCHEME.n_classes, 32, 32), np.float32)
+    probs[0] = 1
+    probs[:, 14:19, 14:19] = 0
+    probs[c6, 14:19, 14:19], probs[c7, 14:19, 14:19] = 0.55, 0.45
+    assert list(find_columns(probs, DEFAULT_SCHEME, 0.16).n_atoms) == [6]
+    w = np.ones(DEFAULT_SCHEME.n_classes, np.float32)
+    w[c6] = 2.0
+    cols = find_columns(probs, DEFAULT_SCHEME, 0.16, class_weights=w)
+    assert list(cols.n_atoms) == [7]
+    assert cols.confidence.iloc[0] == pytest.approx(0.45 / (0.45 + 0.275), abs=1e-3)
+
+
 def test_no_columns_in_background():
     probs = np.zeros((DEFAULT_SCHEME.n_classes, 32, 32), np.float32)
     probs[0] = 1

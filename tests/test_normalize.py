@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from hrtem3d.data.normalize import (MEDIAN_MAD, RELATIVE, TYPICAL_RELATIVE_MAD, mean_intensity,
-                                    normalize_image, normalizer, relative_contrast)
+from hrtem3d.data.normalize import (
+    MEDIAN_MAD,
+    RELATIVE,
+    TYPICAL_RELATIVE_MAD,
+    mean_intensity,
+    normalize_image,
+    normalizer,
+    relative_contrast,
+)
 
 
 def _frame(dose_per_px: float, rng: np.random.Generator) -> np.ndarray:

@@ -22,7 +22,7 @@ from hrtem3d.analyze.segment import Segmenter
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.model.io import load_model, save_model
-from hrtem3d.train.loop import split_structures
+from hrtem3d.train.loop import split_structures, training_class_weights
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -105,7 +105,18 @@ def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 
 def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | None = None,
                     n_images: int = 60) -> dict:
     """Fit the detection thresholds and the confidence map on validation structures; write both
-    into the model file (metadata `detection_threshold`, `column_calibration`)."""
+    into the model file (metadata `detection_threshold`, `column_calibration`).
+
+    A model file without its training loss weights (`class_weights`, written by `train` since
+    2026-11-30) first gets them recomputed from `data` with its training configuration, so that
+    `find_columns` can undo their bias; `data` must then be the store it was trained on.
+    """
+    model, meta = load_model(model_path)
+    if "class_weights" not in meta:
+        meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version")}
+        meta["class_weights"] = training_class_weights(data, meta.get("train_config", {})).tolist()
+        model_path = out = out or model_path
+        save_model(model_path, model, meta)
     thresholds = fit_detection_thresholds(model_path, data)
     conf, ok = calibration_pairs(model_path, data, n_images, thresholds={"Ce": thresholds["Ce"],
                                                                          "O": thresholds["O"]})

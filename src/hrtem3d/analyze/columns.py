@@ -19,7 +19,8 @@ def disc_offsets(radius_px: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_columns(probs: np.ndarray, scheme: ClassScheme, pixel_size_A: float, threshold: float = 0.3,
-                 min_separation_A: float = 0.9, pool_radius_A: float = 0.35) -> pd.DataFrame:
+                 min_separation_A: float = 0.9, pool_radius_A: float = 0.35,
+                 class_weights: np.ndarray | None = None) -> pd.DataFrame:
     """Detect columns and read their species and depth from class probabilities.
 
     Args:
@@ -29,6 +30,10 @@ def find_columns(probs: np.ndarray, scheme: ClassScheme, pixel_size_A: float, th
         threshold: minimum column probability (1 - p_background) at a centre.
         min_separation_A: closest two columns may be (Å); CeO2 [110] has 1.35 Å O-Ce.
         pool_radius_A: radius (Å) over which class probabilities are pooled.
+        class_weights: per-class loss weights the network was trained with (length n_classes), or None.
+            A class-weighted cross-entropy inflates each class's probability by its weight; the pooled
+            probabilities are divided by the weights (and renormalised) to undo that bias before the
+            depth is read.
 
     Returns:
         DataFrame with x_px, y_px (sub-pixel, in `probs` pixels), species, n_atoms,
@@ -53,6 +58,8 @@ def find_columns(probs: np.ndarray, scheme: ClassScheme, pixel_size_A: float, th
     w = fg[yy, xx]
     p = probs[1:, yy, xx]                                    # [C-1, n, k]
     pooled = (p * w[None]).sum(2) / (w.sum(1)[None].clip(1e-9))
+    if class_weights is not None:
+        pooled = pooled / np.asarray(class_weights, np.float32)[1:, None]
     pooled = pooled / pooled.sum(0, keepdims=True).clip(1e-9)  # over foreground classes
     best = pooled.argmax(0) + 1
     species_idx, n_atoms = scheme.decode(best)

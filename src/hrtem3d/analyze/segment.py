@@ -80,6 +80,8 @@ class Segmenter:
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.calibration = self.meta.get("column_calibration")
         self.normalize = normalizer(self.meta.get("normalization", "median/MAD"))
+        cw = self.meta.get("class_weights")  # the loss weights, whose bias find_columns undoes
+        self.class_weights = np.asarray(cw, np.float32) if cw is not None else None
         self.detection = self.meta.get("detection_threshold")  # per-species column probability, or None
         self.tile, self.overlap, self.contrast = tile, overlap, contrast
         self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
@@ -138,7 +140,7 @@ class Segmenter:
         work = self.normalize(work)
         work = self.polarity(work) * work
         probs = self.probabilities(work)
-        cols = find_columns(probs, self.scheme, self.pixel_size_A)
+        cols = find_columns(probs, self.scheme, self.pixel_size_A, class_weights=self.class_weights)
         if self.detection and len(cols):
             need = cols["species"].map({s: self.detection.get(s, 0.0) for s in self.scheme.species}).fillna(0.0)
             cols = cols[cols["p_column"] >= need].reset_index(drop=True)

@@ -87,6 +87,15 @@ def split_structures(indices: list[int], val_fraction: float) -> tuple[list[int]
     return train, val
 
 
+def training_class_weights(data: str | Path, train_config: dict) -> np.ndarray:
+    """The per-class loss weights a run with `train_config` computes on the store `data`."""
+    root = store.open_store(data)
+    scheme = ClassScheme.from_dict(store.settings_of(root)["scheme"])
+    train_idx, _ = split_structures(sorted(store.completed(root)), float(train_config.get("val_fraction", 0.1)))
+    return class_weights_from_counts(class_counts(root, train_idx, scheme),
+                                     float(train_config.get("class_weight_power", 0.5)))
+
+
 def class_counts(root, indices: list[int], scheme: ClassScheme) -> np.ndarray:
     """Pixel count per class over the target maps of `indices`."""
     counts = np.zeros(scheme.n_classes, np.int64)
@@ -122,7 +131,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     scheme = ClassScheme.from_dict(settings["scheme"])
     done = sorted(store.completed(root))
     train_idx, val_idx = split_structures(done, config.val_fraction)
-    cw = class_weights_from_counts(class_counts(root, train_idx, scheme), config.class_weight_power)
+    cw = training_class_weights(data, asdict(config))
     envelope = envelope or OpticsEnvelope()
     train_ds = HrtemDataset(data, train_idx, crop=config.crop, samples_per_epoch=config.batch * 200,
                             envelope=envelope, seed=config.seed * 1000 + rank, class_weights=cw,
@@ -195,7 +204,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
                 "envelope": envelope.to_dict(), "train_config": _jsonable(asdict(config)),
                 "dataset": {"path": str(data), "settings": settings, "train_structures": len(train_idx),
                             "val_structures": len(val_idx)},
-                "temperature": temperature, "history": state["history"], "normalization": config.normalization}
+                "temperature": temperature, "history": state["history"], "class_weights": cw.tolist(),
+                "normalization": config.normalization}
         save_model(out, model, meta)
     if ddp:
         import torch.distributed as dist
