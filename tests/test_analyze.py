@@ -92,6 +92,20 @@ def test_tiles_do_not_change_results(tiny_model):
     assert np.abs(whole - tiled).max() < 1e-3
 
 
+def test_test_time_augmentation_is_equivariant(tiny_model):
+    rng = np.random.default_rng(2)
+    img = rng.normal(size=(64, 80)).astype(np.float32)
+    seg = Segmenter(tiny_model, contrast="bright", tta=8)
+    p = seg.probabilities(img)
+    p_rot = seg.probabilities(np.rot90(img).copy())
+    assert np.abs(np.rot90(p, axes=(1, 2)) - p_rot).max() < 1e-4  # averaging over the group makes it exact
+    plain = Segmenter(tiny_model, contrast="bright").probabilities(img)
+    assert np.abs(plain - p).max() > 1e-3  # and it is not the plain forward pass
+    assert np.allclose(p.sum(0), 1, atol=1e-4)
+    with pytest.raises(HrtemError, match="tta"):
+        Segmenter(tiny_model, tta=3)
+
+
 def test_segment_image_gives_the_column_table(tiny_model, tiny_store):
     from hrtem3d.data.dataset import HrtemDataset
 

@@ -116,6 +116,8 @@ def segment(
     pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's)."),
     model: Path = typer.Option(None, help="Model file (*.safetensors); default: the model shipped with hrtem3d."),
     contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto."),
+    tta: int = typer.Option(1, help="Test-time augmentation: average the class probabilities over 1, 2, 4 or "
+                                    "8 flips/rotations (that many times slower; more accurate depths)."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     export_3d: bool = typer.Option(False, "--export-3d",
@@ -135,7 +137,7 @@ def segment(
     from hrtem3d.analyze.segment import Segmenter
     from hrtem3d.workflows import segment_file
 
-    seg = Segmenter(model, device=device, contrast=contrast)
+    seg = Segmenter(model, device=device, contrast=contrast, tta=tta)
     for path in inputs:
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
                          stack_rule=stack_rule)
@@ -200,13 +202,14 @@ def evaluate(
     train_data: Path = typer.Option(None, help="Training store, to fit the intensity-counting baseline."),
     doses: str = typer.Option("100,300,1000,3000,10000", help="Doses (e/Å²), comma-separated."),
     max_structures: int = typer.Option(None, help="Use at most this many test structures."),
+    tta: int = typer.Option(1, help="Test-time augmentation: 1, 2, 4 or 8 symmetries averaged."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Accuracy against ground truth per dose, with the intensity-counting and majority baselines."""
     from hrtem3d.workflows import evaluate_to_folder
 
     d = tuple(float(v) for v in doses.split(","))
-    summary = evaluate_to_folder(model, data, out, train_data, d, max_structures, progress)
+    summary = evaluate_to_folder(model, data, out, train_data, d, max_structures, progress, tta=tta)
     typer.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -70,14 +70,17 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
 
 
 def evaluate_to_folder(model_path, test_path, out_dir, train_path=None, doses=None, max_structures=None,
-                       progress: bool = True) -> pd.DataFrame:
+                       progress: bool = True, tta: int = 1) -> pd.DataFrame:
     """Run `analyze.evaluate.evaluate` and write summary.csv/.md, columns.parquet and the plots."""
     from hrtem3d.analyze.evaluate import DOSES, evaluate, expected_calibration_error, reliability
     from hrtem3d.viz.evaluation import accuracy_vs_dose, confusion_figure, reliability_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    r = evaluate(model_path, test_path, train_path, doses or DOSES, max_structures, progress=progress)
+    from hrtem3d.analyze.segment import Segmenter
+
+    seg = Segmenter(model_path, contrast="bright", tta=tta)
+    r = evaluate(model_path, test_path, train_path, doses or DOSES, max_structures, progress=progress, segmenter=seg)
     summary, cols = r["summary"], r["columns"]
     atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False, float_format="%.4f"))
     atomic_write(out / "summary.md", lambda p: p.write_text(summary.to_markdown(index=False, floatfmt=".3f")

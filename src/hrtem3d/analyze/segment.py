@@ -62,12 +62,18 @@ class Segmenter:
         threads: torch CPU threads (None: torch's default).
         compile: run the network through `torch.compile` (a compile of up to a minute on the
             first frame of each new size, then faster frames: worth it for long movies).
+        tta: test-time augmentation, the number of the square's symmetries (1, 2, 4 or 8) whose
+            class probabilities are averaged; costs that many forward passes.
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
-                 overlap: int = 48, contrast: str = "auto", threads: int | None = None, compile: bool = False):
+                 overlap: int = 48, contrast: str = "auto", threads: int | None = None, compile: bool = False,
+                 tta: int = 1):
         if contrast not in ("bright", "dark", "auto"):
             raise HrtemError(f"--contrast must be bright, dark or auto, got {contrast!r}")
+        if tta not in (1, 2, 4, 8):
+            raise HrtemError(f"--tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}")
+        self.tta = tta
         self.device = pick_device(device)
         if threads:
             torch.set_num_threads(threads)
@@ -107,9 +113,14 @@ class Segmenter:
     @torch.inference_mode()
     def _forward(self, work: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(work, dtype=np.float32))[None, None].to(self.device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        logits = self.net(x)[0].float()
-        return torch.softmax(logits / self.temperature, 0).cpu().numpy()
+        if self.tta == 1:
+            logits = self.net(x.contiguous(memory_format=torch.channels_last))[0].float()
+            return torch.softmax(logits / self.temperature, 0).cpu().numpy()
+        p = 0
+        for t in range(self.tta):  # the training augmentations: rotations by 90 degrees, then flips
+            xt = _dihedral(x, t).contiguous(memory_format=torch.channels_last)
+            p = p + torch.softmax(_dihedral_inverse(self.net(xt).float(), t) / self.temperature, 1)
+        return (p[0] / self.tta).cpu().numpy()
 
     def polarity(self, work: np.ndarray) -> float:
         """+1 if atoms are bright as in training, -1 if dark (decided on a central crop)."""
@@ -163,3 +174,14 @@ class Segmenter:
         labels = resize(labels, image.shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
         conf = resize(conf, image.shape, order=1, preserve_range=True).astype(np.float32)
         return Segmentation(cols, labels, conf, work, probs)
+
+
+def _dihedral(x: torch.Tensor, t: int) -> torch.Tensor:
+    """Symmetry t of the square on the last two axes: rotation by t % 4 quarter turns, then a flip if t >= 4."""
+    x = torch.rot90(x, t % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if t >= 4 else x
+
+
+def _dihedral_inverse(x: torch.Tensor, t: int) -> torch.Tensor:
+    x = torch.flip(x, dims=(-1,)) if t >= 4 else x
+    return torch.rot90(x, -(t % 4), dims=(-2, -1))
