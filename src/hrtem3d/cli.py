@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -19,11 +20,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "and movies: simulate training data, train, segment, track.")
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
 def _friendly(fn):
-    """Turn HrtemError and Ctrl-C into one line and an exit code."""
+    """Turn HrtemError and Ctrl-C into one line and an exit code; our warnings into one line each."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        warnings.showwarning = _one_line_warning
         try:
             return fn(*args, **kwargs)
         except HrtemError as e:
