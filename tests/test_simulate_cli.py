@@ -171,6 +171,18 @@ def test_killed_worker_is_one_clear_error_and_keeps_finished_work(tmp_path):
     assert 2 not in written
 
 
+def _index_only(index: int, sdict: dict) -> dict:
+    return {"index": index}
+
+
+def test_every_structure_is_done_when_there_are_more_than_the_submission_window():
+    from hrtem3d.data.generate import _run_dask
+
+    written = []
+    _run_dask(list(range(23)), {}, 1, None, lambda r: written.append(r["index"]), task=_index_only)
+    assert sorted(written) == list(range(23))  # the window is 8: none lost at its edge
+
+
 def test_runs_on_a_scheduler_address(tmp_path, monkeypatch):
     from dask.distributed import LocalCluster
 

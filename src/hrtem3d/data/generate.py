@@ -8,6 +8,7 @@ need hrtem3d installed, not a shared file system).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -148,8 +149,9 @@ def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,
     try:
         window = max(4, 4 * max(1, len(client.scheduler_info().get("workers", {}))))
         pending = iter(todo)
+        # islice, not zip(pending, range(window)): zip would draw one index too many and drop it
         futures = as_completed([client.submit(task, i, sdict, pure=False)
-                                for i, _ in zip(pending, range(window))])
+                                for i in itertools.islice(pending, window)])
         for fut in futures:
             try:
                 result = fut.result()
