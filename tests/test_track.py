@@ -49,9 +49,11 @@ def test_track_finds_every_event_of_the_simulated_movie(movie, tmp_path):
     tracks = pd.read_parquet(tmp_path / "tracks.parquet")
     assert (tracks.n_frames == 24).sum() >= 0.8 * (m.truth.frame == 0).sum()
     assert (tracks.n_frames >= 20).sum() <= 1.1 * (m.truth.frame == 0).sum()  # few spurious long tracks
-    # temporal denoising: depths of the true columns are right more often than single frames
+    # temporal denoising: depths of the true columns are right more often than in single frames,
+    # at least half of the single-frame errors gone
     acc = movie_depth_accuracy(cols, m.truth)
-    assert acc.loc["Ce", "denoised"] > acc.loc["Ce", "single_frame"] + 0.05, acc
+    ce = acc.loc["Ce"]
+    assert ce.denoised > ce.single_frame and 1 - ce.denoised <= 0.5 * (1 - ce.single_frame), acc
     for name in ("overlay.gif", "figure2.png", "depth_traces.png", "event_map.png", "summary.json"):
         assert (tmp_path / name).stat().st_size > 1000, name
 
