@@ -165,9 +165,27 @@ def test_platt_scaling_fixes_overconfidence():
     correct = rng.random(5000) < true_p
     overconfident = true_p ** 0.3  # claims more than it knows
     before = expected_calibration_error(overconfident, correct)
-    a, b = fit_platt(overconfident, correct)
+    a, b, c = fit_platt(overconfident, correct)
     after = expected_calibration_error(apply_calibration(overconfident, a, b), correct)
-    assert before > 0.1 and after < 0.03
+    assert before > 0.1 and after < 0.03 and c == 0.0
+
+
+def test_noise_feature_lets_one_map_serve_every_dose():
+    from hrtem3d.analyze.calibrate import apply_calibration, fit_platt
+    from hrtem3d.analyze.evaluate import expected_calibration_error
+
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0.3, 0.99, 6000)
+    noisy = np.arange(6000) % 2 == 0             # half the images 3x noisier
+    true_p = np.where(noisy, raw**3, raw)          # the network is overconfident there only
+    correct = rng.random(6000) < true_p
+    feature = np.log(np.where(noisy, 0.3, 0.1))
+    a, b, _ = fit_platt(raw, correct)
+    plain = apply_calibration(raw, a, b)
+    a, b, c = fit_platt(raw, correct, feature)
+    withf = apply_calibration(raw, a, b, c, feature)
+    ece = [expected_calibration_error(p[noisy], correct[noisy]) for p in (plain, withf)]
+    assert ece[1] < 0.05 and ece[1] < 0.5 * ece[0], ece
 
 
 def test_matching_is_one_to_one_within_distance():

@@ -235,7 +235,8 @@ def calibrate(
     t = c["detection_threshold"]
     typer.echo(f"detection thresholds Ce {t['Ce']:.2f}, O {t['O']:.2f} (validation recall {t['recall']:.3f}, "
                f"precision {t['precision']:.3f} at {t['dose']:g} e/Å²); confidence map "
-               f"sigma({c['a']:.3f} logit(p) + {c['b']:.3f}) from {c['n_columns']} columns")
+               f"sigma({c['a']:.3f} logit(p) {c['b']:+.3f} {c.get('c', 0.0):+.3f} log(noise)) "
+               f"from {c['n_columns']} columns")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """Calibrating the column confidence on held-out validation structures (never the test set).
 
 The column confidence is the pooled probability of the reported class. A two-parameter
-logistic map (Platt scaling on its logit), fitted on validation structures of the
+logistic map of its logit and of the log of the image's relative noise (Platt scaling with the
+dose as a second input: one map for every dose), fitted on validation structures of the
 training store at doses drawn across the envelope, makes it a calibrated probability
 that the reported atom count (and species) is right. The map is stored in the model file.
 
@@ -21,6 +22,7 @@ from hrtem3d.analyze.evaluate import match_columns
 from hrtem3d.analyze.segment import Segmenter
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
+from hrtem3d.data.normalize import noise_level
 from hrtem3d.model.io import load_model, save_model
 from hrtem3d.train.loop import split_structures, training_class_weights
 
@@ -30,21 +32,32 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def apply_calibration(conf: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Calibrated confidence sigma(a * logit(conf) + b)."""
-    return 1 / (1 + np.exp(-(a * logit(np.asarray(conf, float)) + b)))
+def apply_calibration(conf: np.ndarray, a: float, b: float, c: float = 0.0, feature: float | np.ndarray = 0.0
+                      ) -> np.ndarray:
+    """Calibrated confidence sigma(a * logit(conf) + b + c * feature)."""
+    return 1 / (1 + np.exp(-(a * logit(np.asarray(conf, float)) + b + c * np.asarray(feature, float))))
 
 
-def fit_platt(conf: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
-    """(a, b) minimising the log-loss of sigma(a * logit(conf) + b) against `correct`."""
+def fit_platt(conf: np.ndarray, correct: np.ndarray, feature: np.ndarray | None = None
+              ) -> tuple[float, float, float]:
+    """(a, b, c) minimising the log-loss of sigma(a * logit(conf) + b + c * feature) against `correct`.
+
+    Without `feature` this is Platt scaling and c = 0. The shipped models use the log of the image's
+    relative noise (`noise_level`) as the feature, so one map serves every dose.
+    """
     z, y = logit(conf), correct.astype(float)
+    f = np.zeros_like(z) if feature is None else np.asarray(feature, float)
 
     def nll(p):
-        q = np.clip(1 / (1 + np.exp(-(p[0] * z + p[1]))), 1e-9, 1 - 1e-9)
+        q = np.clip(1 / (1 + np.exp(-(p[0] * z + p[1] + p[2] * f))), 1e-9, 1 - 1e-9)
         return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
 
-    res = minimize(nll, x0=[1.0, 0.0], method="Nelder-Mead")
-    return float(res.x[0]), float(res.x[1])
+    x0 = [1.0, 0.0, 0.0]
+    if feature is None:
+        res = minimize(lambda p: nll([p[0], p[1], 0.0]), x0=x0[:2], method="Nelder-Mead")
+        return float(res.x[0]), float(res.x[1]), 0.0
+    res = minimize(nll, x0=x0, method="Nelder-Mead", options={"maxiter": 2000, "xatol": 1e-5, "fatol": 1e-8})
+    return float(res.x[0]), float(res.x[1]), float(res.x[2])
 
 
 def _validation(data: str | Path) -> tuple:
@@ -84,22 +97,25 @@ def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: flo
 
 
 def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 60, seed: int = 5,
-                      thresholds: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(raw confidence, correct) of matched columns on validation structures of `data`."""
+                      thresholds: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw confidence, correct, log relative noise of the image) of matched columns on validation
+    structures of `data`, doses drawn across the envelope."""
     val_idx, n, sampling, groups = _validation(data)
     seg = Segmenter(model_path, contrast="bright")
     seg.calibration, seg.detection = None, thresholds
     ds = HrtemDataset(data, val_idx, crop=n, seed=seed, augment=False)
-    conf, ok = [], []
+    conf, ok, feat = [], [], []
     for i in range(n_images):
         k = i % len(val_idx)
         d = ds.draw(i, structure=k)
         truth = store.read_columns(groups[ds.indices[k]])
-        m = match_columns(truth, seg.segment(d["counts"], sampling).columns)
+        s = seg.segment(d["counts"], sampling)
+        m = match_columns(truth, s.columns)
         m = m[m.pred_row >= 0]
         conf.append(m.confidence.to_numpy(float))
         ok.append(((m.pred_species == m.species) & (m.pred_n == m.n_atoms)).to_numpy())
-    return np.concatenate(conf), np.concatenate(ok)
+        feat.append(np.full(len(m), np.log(max(noise_level(s.working_image), 1e-6))))
+    return np.concatenate(conf), np.concatenate(ok), np.concatenate(feat)
 
 
 def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | None = None,
@@ -118,12 +134,13 @@ def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | 
         model_path = out = out or model_path
         save_model(model_path, model, meta)
     thresholds = fit_detection_thresholds(model_path, data)
-    conf, ok = calibration_pairs(model_path, data, n_images, thresholds={"Ce": thresholds["Ce"],
-                                                                         "O": thresholds["O"]})
-    a, b = fit_platt(conf, ok)
+    conf, ok, feat = calibration_pairs(model_path, data, n_images, thresholds={"Ce": thresholds["Ce"],
+                                                                               "O": thresholds["O"]})
+    a, b, c = fit_platt(conf, ok, feat)
     model, meta = load_model(model_path)
     meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version")}
     meta["detection_threshold"] = {**thresholds, "fitted_on": str(data)}
-    meta["column_calibration"] = {"a": a, "b": b, "n_columns": int(len(conf)), "fitted_on": str(data)}
+    meta["column_calibration"] = {"a": a, "b": b, "c": c, "feature": "log noise_level(working image)",
+                                  "n_columns": int(len(conf)), "fitted_on": str(data)}
     save_model(out or model_path, model, meta)
     return {**meta["column_calibration"], "detection_threshold": thresholds}

@@ -16,7 +16,7 @@ from skimage.transform import resize
 
 from hrtem3d.analyze.columns import find_columns
 from hrtem3d.analyze.resample import to_input_coords, to_working_grid
-from hrtem3d.data.normalize import normalizer
+from hrtem3d.data.normalize import noise_level, normalizer
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model
@@ -158,8 +158,10 @@ class Segmenter:
         if self.calibration and len(cols):
             from hrtem3d.analyze.calibrate import apply_calibration
 
-            cols["confidence"] = apply_calibration(cols["confidence"].to_numpy(), self.calibration["a"],
-                                                   self.calibration["b"])
+            cal = self.calibration
+            feature = np.log(max(noise_level(work), 1e-6)) if cal.get("c") else 0.0
+            cols["confidence"] = apply_calibration(cols["confidence"].to_numpy(), cal["a"], cal["b"],
+                                                   cal.get("c", 0.0), feature)
         cols["intensity"] = column_intensity(work, cols["x_px"].to_numpy(), cols["y_px"].to_numpy(),
                                              0.4 / self.pixel_size_A)
         x_in, y_in = to_input_coords(cols["x_px"].to_numpy(), cols["y_px"].to_numpy(), factors)
