@@ -145,6 +145,19 @@ def test_segment_command_writes_every_output(tiny_model, tmp_path):
         assert not list(d.glob("*.partial*"))
 
 
+def test_standardised_image_is_segmented_with_a_one_line_warning(tiny_model, tmp_path):
+    rng = np.random.default_rng(4)
+    npy = tmp_path / "z.npy"
+    np.save(npy, rng.normal(size=(96, 96)).astype(np.float32))  # zero mean: not intensities
+    r = runner.invoke(app, ["segment", str(npy), "--out", str(tmp_path / "o"), "--pixel-size", "0.16",
+                            "--model", str(tiny_model), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    warn = [line for line in r.output.splitlines() if line.startswith("warning:")]
+    assert len(warn) == 1 and "no positive mean" in warn[0], r.output
+    assert "normalize.py" not in r.output and "Traceback" not in r.output
+    assert (tmp_path / "o" / "z" / "columns.csv").exists()
+
+
 def test_segment_without_pixel_size_is_one_clear_error(tiny_model, tmp_path):
     npy = tmp_path / "x.npy"
     np.save(npy, np.ones((64, 64), np.float32))
