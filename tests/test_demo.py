@@ -19,3 +19,11 @@ def test_demo_writes_figures_and_ground_truth(tmp_path):
         assert (tmp_path / "network_figure.png").exists()
         assert len(cols) > 0.5 * len(truth)
         assert "Ce columns with exactly the right atom count" in r.output
+
+
+def test_demo_runs_again_into_the_same_folder(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--out", str(tmp_path)]).exit_code == 0
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--movie-seed", "1"])  # another movie, same folder
+    assert r.exit_code == 0, r.output
+    assert "seed 1" in (tmp_path / "movie_demo" / "report.md").read_text()

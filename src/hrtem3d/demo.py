@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,8 @@ def movie_demo(out: str | Path, seed: int = 0, progress: bool = True) -> dict:
     cfg = MovieConfig()
     m = simulate_movie(cfg, seed=seed, progress=progress)
     files = write_movie(m, out / "movie")
+    # the demo's own track folder starts afresh: a finished run of another seed or model would be refused
+    shutil.rmtree(out / "track", ignore_errors=True)
     r = track_movie(files["movie"], out / "track", TrackSettings(), progress=progress)
     events = pd.read_csv(out / "track" / "events.csv")
     truth, found = match_events(events, m.events, m.pixel_size_A)
