@@ -128,8 +128,8 @@ def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | 
     `find_columns` can undo their bias; `data` must then be the store it was trained on.
     """
     model, meta = load_model(model_path)
+    meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version")}  # save_model writes these
     if "class_weights" not in meta:
-        meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version")}
         meta["class_weights"] = training_class_weights(data, meta.get("train_config", {})).tolist()
         model_path = out = out or model_path
         save_model(model_path, model, meta)
@@ -137,8 +137,6 @@ def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | 
     conf, ok, feat = calibration_pairs(model_path, data, n_images, thresholds={"Ce": thresholds["Ce"],
                                                                                "O": thresholds["O"]})
     a, b, c = fit_platt(conf, ok, feat)
-    model, meta = load_model(model_path)
-    meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version")}
     meta["detection_threshold"] = {**thresholds, "fitted_on": str(data)}
     meta["column_calibration"] = {"a": a, "b": b, "c": c, "feature": "log noise_level(working image)",
                                   "n_columns": int(len(conf)), "fitted_on": str(data)}
