@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hrtem3d.data import store
-from hrtem3d.data.normalize import MEDIAN_MAD, RELATIVE, normalize_image
+from hrtem3d.data.normalize import NORMALIZATIONS, RELATIVE, normalize_image, relative_contrast
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import weight_map
 from hrtem3d.simulate.optics import Optics, OpticsEnvelope, angular_grid, blur, shot_noise, transfer_at, wavelength_A
@@ -77,8 +77,8 @@ class HrtemDataset(Dataset):
                  dose: float | None = None, seed: int = 0, augment: bool = True,
                  class_weights: np.ndarray | None = None, centre_weight: float = 4.0,
                  normalization: str = RELATIVE):
-        if normalization not in (RELATIVE, MEDIAN_MAD):
-            raise HrtemError(f"unknown normalization {normalization!r}; use {RELATIVE!r} or {MEDIAN_MAD!r}")
+        if normalization not in NORMALIZATIONS:
+            raise HrtemError(f"unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
         self.normalization = normalization
         root = store.open_store(path)
         settings = store.settings_of(root)
@@ -144,7 +144,7 @@ class HrtemDataset(Dataset):
     def __getitem__(self, i: int):
         d = self.draw(i)
         if self.normalization == RELATIVE:
-            image = d["counts"] / np.float32(d["flux"]) - np.float32(1.0)
+            image = relative_contrast(d["counts"], mean=d["flux"])
         else:
             image = normalize_image(d["counts"])
         w = weight_map(d["alpha"], d["cls"], self.class_weights, self.centre_weight)

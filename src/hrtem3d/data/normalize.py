@@ -21,6 +21,7 @@ import numpy as np
 
 RELATIVE = "relative"
 MEDIAN_MAD = "median/MAD"
+NORMALIZATIONS = (RELATIVE, MEDIAN_MAD)
 # MAD of the relative contrast of a typical test image at 1000 e/Å² (0.16 Å/px): the scale the
 # fallback gives images that are not intensities
 TYPICAL_RELATIVE_MAD = 0.14

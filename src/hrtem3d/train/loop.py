@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
+from hrtem3d.data.normalize import NORMALIZATIONS, RELATIVE
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import ClassScheme, class_weights_from_counts
 from hrtem3d.model.io import save_model
@@ -61,7 +62,7 @@ class TrainConfig:
     residual: bool = False
     class_weight_power: float = 0.5
     centre_weight: float = 4.0
-    normalization: str = "relative"
+    normalization: str = RELATIVE
     seed: int = 0
     workers: int = 1
     threads: int = 0
@@ -73,8 +74,8 @@ class TrainConfig:
             raise HrtemError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.lr <= 0:
             raise HrtemError("lr must be positive")
-        if self.normalization not in ("relative", "median/MAD"):
-            raise HrtemError(f"normalization must be relative or median/MAD, got {self.normalization!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise HrtemError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
 
 
 def split_structures(indices: list[int], val_fraction: float) -> tuple[list[int], list[int]]:
