@@ -7,9 +7,9 @@ import tifffile
 from typer.testing import CliRunner
 
 from hrtem3d.analyze.columns import find_columns
-from hrtem3d.analyze.resample import to_input_coords, to_working_grid
 from hrtem3d.analyze.segment import TABLE_FIELDS, Segmenter
 from hrtem3d.cli import app
+from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import DEFAULT_SCHEME
 

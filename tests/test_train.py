@@ -87,3 +87,23 @@ def test_same_seed_same_weights(tiny_store, tmp_path):
     for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
         assert torch.allclose(va.float(), vb.float(), atol=1e-6), k
     assert np.isfinite(read_metadata(a)["history"][-1]["loss"])
+
+
+def test_init_starts_from_the_given_weights_and_refuses_another_shape(tiny_store, tiny_model, tmp_path):
+    base, _ = load_model(tiny_model, "cpu")
+    cfg = TrainConfig(steps=1, batch=2, crop=64, widths=(4, 8), val_every=1, val_samples=2, val_fraction=0.25,
+                      checkpoint_every=1, workers=0, warmup=1, lr=1e-9, init=str(tiny_model))
+    train(tiny_store, tmp_path / "ft.safetensors", cfg, progress=False)
+    tuned, meta = load_model(tmp_path / "ft.safetensors", "cpu")
+    for k, v in base.state_dict().items():
+        if v.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(v, tuned.state_dict()[k], atol=1e-5), k
+    assert meta["scope_envelope"]["pixel_size_A"] == [0.045, 0.16]
+    scratch = TrainConfig(**{**cfg.__dict__, "init": None})
+    train(tiny_store, tmp_path / "scratch.safetensors", scratch, progress=False)
+    other, _ = load_model(tmp_path / "scratch.safetensors", "cpu")
+    assert not torch.allclose(other.state_dict()["enc.0.0.weight"] if "enc.0.0.weight" in other.state_dict()
+                              else next(iter(other.parameters())), next(iter(base.parameters())))
+    bad = TrainConfig(**{**cfg.__dict__, "widths": (4, 8, 16)})
+    with pytest.raises(HrtemError, match="--widths"):
+        train(tiny_store, tmp_path / "bad.safetensors", bad, progress=False)

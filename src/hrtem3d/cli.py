@@ -57,6 +57,10 @@ def simulate(
     min_diameter: float = typer.Option(20.0, help="Smallest particle width (Å)."),
     max_diameter: float = typer.Option(40.0, help="Largest particle width (Å)."),
     frozen_phonons: int = typer.Option(0, help="Frozen-phonon configurations (0 = static lattice)."),
+    phonon_share: float = typer.Option(1.0, help="Fraction of the structures given --frozen-phonons "
+                                                 "configurations (thermal diffuse scattering); the rest static."),
+    facet_110: float = typer.Option(0.0, "--facet-110", help="Chance that a particle also has {110} facets."),
+    films: int = typer.Option(16, help="Amorphous carbon support films (1 nm each) stored for training images."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Simulate a training set: CeO2 [110] particles, multislice exit waves and column ground truth.
@@ -71,8 +75,13 @@ def simulate(
     s.multislice.store_sampling_A = store_sampling
     s.multislice.store_gpts = gpts
     s.multislice.frozen_phonons = frozen_phonons
+    s.multislice.phonon_share = phonon_share
+    s.particles.facet_110_prob = facet_110
     s.particles.diameter_A = (min_diameter, max_diameter)
-    r = simulate_dataset(out, n_structures, s, workers=workers, scheduler=scheduler, progress=progress)
+    if not 0 <= films <= 1000:
+        raise HrtemError(f"--films must lie in 0..1000, got {films}")
+    r = simulate_dataset(out, n_structures, s, workers=workers, scheduler=scheduler, progress=progress,
+                         n_films=films)
     typer.echo(f"{out}: {r['total']} structures ({r['done']} simulated now, {r['skipped']} already there)")
 
 
@@ -92,6 +101,11 @@ def train(
     val_every: int = typer.Option(250, help="Steps between validations."),
     normalization: str = typer.Option("relative", help="Input normalisation: relative (intensity over the "
                                       "frame's mean, minus 1) or median/MAD (the first model's)."),
+    scope: bool = typer.Option(True, help="Form training images as a microscope would (native pixel sizes "
+                                          "0.045-0.16 Å, calibration error, carbon film, residual "
+                                          "aberrations, vibration, background, MTF) and resample them as "
+                                          "segment does; --no-scope trains on the store's grid only."),
+    init: Path = typer.Option(None, help="Start from this model file's weights (fine-tuning; same --widths)."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -108,7 +122,8 @@ def train(
     except ValueError:
         raise HrtemError(f"--widths must be comma-separated integers, got {widths!r}") from None
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, widths=w, seed=seed, workers=workers,
-                      threads=threads, val_every=val_every, normalization=normalization)
+                      threads=threads, val_every=val_every, normalization=normalization, scope=scope,
+                      init=str(init) if init else None)
     m = run(data, out, cfg, progress=progress, device=device)
     typer.echo(f"wrote {out}: validation column-pixel accuracy {m.get('col_acc', float('nan')):.3f} "
                f"at step {m.get('step', steps)}")

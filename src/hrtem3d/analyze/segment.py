@@ -15,8 +15,8 @@ import torch
 from skimage.transform import resize
 
 from hrtem3d.analyze.columns import find_columns
-from hrtem3d.analyze.resample import to_input_coords, to_working_grid
 from hrtem3d.data.normalize import noise_level, normalizer
+from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model

@@ -13,13 +13,20 @@ from pathlib import Path
 import numpy as np
 import scipy.fft as sfft
 import torch
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from hrtem3d.data import store
 from hrtem3d.data.normalize import NORMALIZATIONS, RELATIVE, normalize_image, relative_contrast
+from hrtem3d.data.resample import to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import weight_map
+from hrtem3d.simulate.film import film_transmission
 from hrtem3d.simulate.optics import Optics, OpticsEnvelope, angular_grid, blur, shot_noise, transfer_at, wavelength_A
+from hrtem3d.simulate.scope import ScopeEnvelope, add_background, fourier_resample, vibrate
+
+# working pixels kept around a crop while it is resampled and blurred, then cut away
+MARGIN_PX = 8
 
 
 class ExitWaveBank:
@@ -49,6 +56,13 @@ class ExitWaveBank:
         psi = sfft.ifft2(full.reshape((-1,) + tuple(self.shape)), workers=1, overwrite_x=True)
         return (psi.real**2 + psi.imag**2).mean(0).astype(np.float32)
 
+    def with_film(self, spectrum: np.ndarray, film: np.ndarray) -> np.ndarray:
+        """The spectrum of the exit wave(s) times a support film's transmission `[ny, nx]` (real space)."""
+        full = np.zeros((spectrum.shape[0], self.shape[0] * self.shape[1]), np.complex64)
+        full[:, self.inside] = spectrum
+        psi = sfft.ifft2(full.reshape((-1,) + tuple(self.shape)), workers=1) * film
+        return sfft.fft2(psi, workers=1).reshape(psi.shape[0], -1)[:, self.inside].astype(np.complex64)
+
 
 class HrtemDataset(Dataset):
     """Training samples `(image, target, weights)` drawn from a dataset store.
@@ -65,6 +79,12 @@ class HrtemDataset(Dataset):
         normalization: "relative" (counts over the mean counts of the whole simulated field, minus 1,
             with a 3 % log-normal jitter of that mean standing for its uncertainty in real frames)
             or "median/MAD" (see `hrtem3d.data.normalize`).
+        scope: what the microscope adds (`hrtem3d.simulate.scope.ScopeEnvelope`). With it, each image
+            is formed at a native pixel size drawn from the envelope, with a support film, residual
+            aberrations, vibration, background and detector MTF drawn per sample, and goes through
+            `segment`'s own steps (resampling from the stated pixel size to the working grid, then
+            normalisation) before the crop; the targets are resampled to the same grid. Without it,
+            images are formed on the store's grid (the in-domain test images).
 
     Returns per item:
         image `[1, crop, crop]` float32 (normalised counts), target `[2, crop, crop]`
@@ -76,7 +96,7 @@ class HrtemDataset(Dataset):
                  samples_per_epoch: int = 1024, envelope: OpticsEnvelope | None = None,
                  dose: float | None = None, seed: int = 0, augment: bool = True,
                  class_weights: np.ndarray | None = None, centre_weight: float = 4.0,
-                 normalization: str = RELATIVE):
+                 normalization: str = RELATIVE, scope: ScopeEnvelope | None = None):
         if normalization not in NORMALIZATIONS:
             raise HrtemError(f"unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
         self.normalization = normalization
@@ -106,6 +126,13 @@ class HrtemDataset(Dataset):
         self.cls = [g["cls"][:] for g in groups]
         self.alpha = [g["alpha"][:] for g in groups]
         self.centres = [np.argwhere(c > 0) for c in self.cls]
+        self.scope = scope
+        if scope is not None:
+            try:
+                scope.validate()
+            except ValueError as e:
+                raise HrtemError(f"impossible microscope envelope: {e}") from None
+        self.films = store.read_films(root)[0] if scope is not None else np.zeros((0, 1, 1), np.complex64)
         self.crop, self.length, self.dose, self.seed = crop, samples_per_epoch, dose, seed
         self.augment, self.class_weights, self.centre_weight = augment, class_weights, centre_weight
         self.epoch = 0
@@ -127,6 +154,8 @@ class HrtemDataset(Dataset):
         if structure is not None:
             k = structure
         optics, det = self.envelope.sample(rng, self.dose)
+        if self.scope is not None:
+            return self._draw_through_scope(rng, k, optics, det)
         clean = self.bank.intensity(self.bank.spectra[k], optics)
         # mean counts per pixel over the whole field (what the mean of a full frame measures)
         flux = float(clean.mean()) * det.dose_e_per_A2 * self.sampling_A**2 * float(np.exp(rng.normal(0, 0.03)))
@@ -141,12 +170,54 @@ class HrtemDataset(Dataset):
                 "counts": _dihedral(counts, t), "cls": _dihedral(cls, t), "alpha": _dihedral(alpha, t),
                 "origin": (y0, x0), "transform": t, "flux": flux}
 
+    def _draw_through_scope(self, rng: np.random.Generator, k: int, optics: Optics, det) -> dict:
+        """A sample at a native pixel size with the microscope's effects (see `scope` in the class doc).
+
+        Returns the native counts of a region around the crop (`counts`, at `pixel_size_A` as a file
+        would state it) and the same region through `segment`'s resampling (`work`), with the targets
+        on the working grid of the central `crop` x `crop` pixels.
+        """
+        s, n = self.sampling_A, self.bank.shape[0]
+        acq = self.scope.sample(rng, optics, det)
+        spectrum = self.bank.spectra[k]
+        film = film_transmission(self.films, acq.film_layers, rng) if len(self.films) else None
+        if film is not None:
+            spectrum = self.bank.with_film(spectrum, film)
+        clean = add_background(vibrate(self.bank.intensity(spectrum, optics), acq, s), acq, rng)
+        n_native = sfft.next_fast_len(int(round(n * s / acq.native_pixel_A)), real=True)
+        p = n * s / n_native  # the true native pixel size (Å), a whole number of pixels across the cell
+        native = fourier_resample(clean, n_native)
+        mean_counts = float(native.mean()) * det.dose_e_per_A2 * p * p
+        y0, x0 = self._crop_origin(rng, k)
+        size = min(n_native, int(np.ceil((self.crop + 2 * MARGIN_PX) * s / acq.stated_pixel_A)) + 1)
+        start = [int(np.clip(round(v * s / p - MARGIN_PX * s / acq.stated_pixel_A), 0, n_native - size))
+                 for v in (y0, x0)]
+        region = native[start[0]:start[0] + size, start[1]:start[1] + size]
+        counts = blur(shot_noise(np.clip(region, 0, None) * np.float32(det.dose_e_per_A2 * p * p), rng), det, p)
+        work, factors = to_working_grid(counts, acq.stated_pixel_A, s)
+        oy, ox = (work.shape[0] - self.crop) // 2, (work.shape[1] - self.crop) // 2
+        j = np.arange(self.crop)
+        # working pixel -> native pixel -> position (Å) -> store pixel
+        ys = ((oy + j + 0.5) * factors[0] - 0.5 + start[0]) * p / s
+        xs = ((ox + j + 0.5) * factors[1] - 0.5 + start[1]) * p / s
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        cls = ndimage.map_coordinates(self.cls[k], [yy, xx], order=0, mode="nearest")
+        alpha = ndimage.map_coordinates(store.alpha_float(self.alpha[k]), [yy, xx], order=1, mode="nearest")
+        work = work[oy:oy + self.crop, ox:ox + self.crop]
+        t = int(rng.integers(8)) if self.augment else 0
+        return {"structure": self.indices[k], "optics": optics, "detector": det, "acquisition": acq,
+                "counts": counts, "pixel_size_A": acq.stated_pixel_A, "origin_A": (start[0] * p, start[1] * p),
+                "native_pixel_A": p, "work": _dihedral(work, t), "cls": _dihedral(cls, t),
+                "alpha": _dihedral(alpha.astype(np.float32), t), "transform": t,
+                "flux": mean_counts * float(np.exp(rng.normal(0, 0.03)))}
+
     def __getitem__(self, i: int):
         d = self.draw(i)
+        raw = d.get("work", d.get("counts"))
         if self.normalization == RELATIVE:
-            image = relative_contrast(d["counts"], mean=d["flux"])
+            image = relative_contrast(raw, mean=d["flux"])
         else:
-            image = normalize_image(d["counts"])
+            image = normalize_image(raw)
         w = weight_map(d["alpha"], d["cls"], self.class_weights, self.centre_weight)
         target = np.stack([d["cls"].astype(np.float32), d["alpha"]])
         return (torch.from_numpy(np.ascontiguousarray(image[None])),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,18 +71,22 @@ def simulate_one(index: int, settings: dict) -> dict:
     ms = s.multislice
     rng = np.random.default_rng([s.seed, index])
     atoms, params = random_particle(rng, s.particles, MATERIALS[s.material], (ms.cell_A, ms.cell_A))
+    if ms.frozen_phonons and ms.phonon_share < 1:
+        # its own stream, so the share does not change which particles are drawn
+        if np.random.default_rng([s.seed, index, 1]).random() >= ms.phonon_share:
+            ms = replace(ms, frozen_phonons=0)
     wave = exit_wave(atoms, ms, seed=params.seed)
     cols = column_table(atoms, MATERIALS[s.material])
     cls, alpha = make_targets(cols, (ms.store_gpts, ms.store_gpts), ms.store_sampling_A, s.scheme, s.labels)
     return {"index": index, "exit_wave": wave, "cls": cls,
             "alpha": np.round(alpha * 255).astype(np.uint8), "columns": cols,
             "params": {**params.to_dict(), "formula": atoms.get_chemical_formula(),
-                       "thickness_A": float(atoms.cell[2, 2])}}
+                       "thickness_A": float(atoms.cell[2, 2]), "frozen_phonons": int(ms.frozen_phonons)}}
 
 
 def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSettings | None = None,
                      workers: int = 2, scheduler: str | None = None, progress: bool = True,
-                     on_done: Callable[[int], None] | None = None) -> dict:
+                     on_done: Callable[[int], None] | None = None, n_films: int = 16) -> dict:
     """Simulate structures 0..n_structures-1 into the zarr store `out` (resumable).
 
     Args:
@@ -93,6 +97,8 @@ def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSet
         scheduler: address of a running dask scheduler (e.g. "tcp://host:8786"); overrides `workers`.
         progress: show a progress bar.
         on_done: called with each index once it is written.
+        n_films: amorphous carbon films (1 nm each) to store for the training images' support film
+            (`hrtem3d.simulate.film`); 0 for none.
 
     Returns:
         {"done": n written in this run, "skipped": n already present, "total": n_structures}.
@@ -123,7 +129,22 @@ def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSet
     finally:
         bar.close()
     root.attrs["n_structures"] = max(n_structures, int(root.attrs.get("n_structures", 0)))
+    if n_films and store.read_films(root)[0].shape[0] < n_films:
+        ensure_film_bank(root, settings, n_films)
     return {"done": len(todo), "skipped": n_structures - len(todo), "total": n_structures}
+
+
+FILM_THICKNESS_A = 10.0
+
+
+def ensure_film_bank(root, settings: SimulationSettings, n_films: int = 16) -> None:
+    """Simulate and store the bank of support-film exit waves, unless the store already has it."""
+    if store.read_films(root)[0].shape[0] >= n_films:
+        return
+    from hrtem3d.simulate.film import carbon_film_bank
+
+    waves = carbon_film_bank(n_films, settings.multislice, seed=settings.seed, thickness_A=FILM_THICKNESS_A)
+    store.write_films(root, waves, FILM_THICKNESS_A)
 
 
 def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,

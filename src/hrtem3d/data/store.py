@@ -146,3 +146,22 @@ def structure_groups(root: zarr.Group) -> list[zarr.Group]:
 
 def alpha_float(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32) / 255.0
+
+
+def write_films(root: zarr.Group, waves: np.ndarray, thickness_A: float) -> None:
+    """Store a bank of support-film exit waves `[n, ny, nx]` (see `hrtem3d.simulate.film`); `complete` set last."""
+    try:
+        if "films" in root:
+            del root["films"]
+        arr = root.create_array("films", data=waves, chunks=(1,) + waves.shape[1:])
+        arr.attrs.update({"thickness_A": float(thickness_A), "complete": True})
+    except OSError as e:
+        raise _os_error(e, Path(str(root.store))) from None
+
+
+def read_films(root: zarr.Group) -> tuple[np.ndarray, float]:
+    """(film exit waves `[n, ny, nx]`, thickness of each in Å); an empty bank if the store has none."""
+    if "films" not in root or not root["films"].attrs.get("complete"):
+        return np.zeros((0, 1, 1), np.complex64), 0.0
+    arr = root["films"]
+    return arr[:], float(arr.attrs["thickness_A"])

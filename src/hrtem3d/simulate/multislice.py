@@ -24,6 +24,8 @@ class MultisliceConfig:
         parametrization: abTEM scattering-factor parametrisation.
         projection: "infinite" or "finite" potential projection.
         frozen_phonons: number of frozen-phonon configurations (0 = static lattice).
+        phonon_share: fraction of the structures simulated with `frozen_phonons` configurations
+            (the rest static), so a training set holds both at a fraction of the cost.
         phonon_sigma_A: r.m.s. displacement per element for frozen phonons (Å).
         store_sampling_A: sampling of the stored exit wave (Å); the wave is
             Fourier-cropped to it, which is exact while the objective aperture
@@ -37,6 +39,7 @@ class MultisliceConfig:
     parametrization: str = "lobato"
     projection: str = "infinite"
     frozen_phonons: int = 0
+    phonon_share: float = 1.0
     phonon_sigma_A: dict = field(default_factory=lambda: {"Ce": 0.055, "O": 0.085})
     store_sampling_A: float = 0.16
     store_gpts: int = 320
@@ -63,6 +66,8 @@ class MultisliceConfig:
             raise ValueError(f"slice_thickness_A must lie in 0.2..10 Å, got {self.slice_thickness_A}")
         if self.frozen_phonons < 0:
             raise ValueError("frozen_phonons must be >= 0")
+        if not 0 <= self.phonon_share <= 1:
+            raise ValueError(f"phonon_share must lie in 0..1, got {self.phonon_share}")
         if self.energy_eV <= 0:
             raise ValueError("energy_eV must be positive")
 

@@ -2,7 +2,9 @@
 
 The transfer function follows abTEM's conventions exactly (tested against
 `abtem.CTF`): chi(k) = 2 pi / lambda * (C10 a^2/2 + C12 a^2/2 cos 2(phi - phi12)
-+ C30 a^4/4 + C50 a^6/6), a = lambda k; positive C10 is overfocus. The temporal
++ C21 a^3/3 cos(phi - phi21) + C23 a^3/3 cos 3(phi - phi23) + C30 a^4/4 + C50 a^6/6),
+a = lambda k; positive C10 is overfocus. C21 (axial coma) and C23 (three-fold astigmatism)
+are the residual aberrations a real, imperfectly tuned corrector leaves. The temporal
 envelope uses the focal spread as a 1/e width, the spatial envelope the angular
 spread (mrad), the objective aperture is hard-edged. Arrays are `[y, x]`.
 """
@@ -32,6 +34,8 @@ class Optics:
         c3_A: spherical aberration C30, Å (negative for NCSI).
         c5_A: fifth-order spherical aberration C50, Å.
         c12_A: two-fold astigmatism magnitude, Å; phi12_deg its azimuth, degrees.
+        c21_A: axial coma magnitude, Å; phi21_deg its azimuth, degrees.
+        c23_A: three-fold astigmatism magnitude, Å; phi23_deg its azimuth, degrees.
         focal_spread_A: 1/e width of the defocus spread (abTEM's convention), Å.
         angular_spread_mrad: beam convergence (spatial coherence), mrad.
         aperture_mrad: objective aperture semi-angle, mrad.
@@ -43,6 +47,10 @@ class Optics:
     c5_A: float = 0.0
     c12_A: float = 0.0
     phi12_deg: float = 0.0
+    c21_A: float = 0.0
+    phi21_deg: float = 0.0
+    c23_A: float = 0.0
+    phi23_deg: float = 0.0
     focal_spread_A: float = 30.0
     angular_spread_mrad: float = 0.0
     aperture_mrad: float = 25.0
@@ -59,17 +67,19 @@ class Optics:
             energy=self.energy_eV, semiangle_cutoff=self.aperture_mrad, soft=False,
             focal_spread=self.focal_spread_A, angular_spread=self.angular_spread_mrad,
             aberration_coefficients={"C10": self.c1_A, "C30": self.c3_A, "C50": self.c5_A,
-                                     "C12": self.c12_A, "phi12": np.deg2rad(self.phi12_deg)})
+                                     "C12": self.c12_A, "phi12": np.deg2rad(self.phi12_deg),
+                                     "C21": self.c21_A, "phi21": np.deg2rad(self.phi21_deg),
+                                     "C23": self.c23_A, "phi23": np.deg2rad(self.phi23_deg)})
 
 
 @lru_cache(maxsize=16)
 def angular_grid(shape: tuple[int, int], sampling_A: float, wavelength: float):
-    """(alpha^2, cos 2 phi, sin 2 phi) on the unshifted FFT grid `[ky, kx]`; alpha in rad."""
+    """(alpha^2, cos 2 phi, sin 2 phi, phi) on the unshifted FFT grid `[ky, kx]`; alpha and phi in rad."""
     ky = sfft.fftfreq(shape[0], sampling_A)[:, None]
     kx = sfft.fftfreq(shape[1], sampling_A)[None, :]
     alpha2 = (kx**2 + ky**2) * wavelength**2
-    phi = np.arctan2(ky, kx)
-    return alpha2, np.cos(2 * phi), np.sin(2 * phi)
+    phi = np.arctan2(ky, kx) + 0 * alpha2
+    return alpha2, np.cos(2 * phi), np.sin(2 * phi), phi
 
 
 def transfer_function(optics: Optics, shape: tuple[int, int], sampling_A: float) -> np.ndarray:
@@ -78,10 +88,12 @@ def transfer_function(optics: Optics, shape: tuple[int, int], sampling_A: float)
     return transfer_at(optics, *grid)
 
 
-def transfer_at(optics: Optics, alpha2: np.ndarray, cos2phi: np.ndarray, sin2phi: np.ndarray) -> np.ndarray:
-    """Transfer function at given scattering angles (alpha^2 in rad^2, cos/sin of 2 phi), complex64.
+def transfer_at(optics: Optics, alpha2: np.ndarray, cos2phi: np.ndarray, sin2phi: np.ndarray,
+                phi: np.ndarray | None = None) -> np.ndarray:
+    """Transfer function at given scattering angles (alpha^2 in rad^2, cos/sin of 2 phi, phi in rad), complex64.
 
-    Evaluating it only where the aperture is open saves most of the work per image.
+    Evaluating it only where the aperture is open saves most of the work per image. `phi` is
+    needed only for the odd aberrations (C21, C23).
     """
     lam = wavelength_A(optics.energy_eV)
     a2 = alpha2
@@ -92,6 +104,13 @@ def transfer_at(optics: Optics, alpha2: np.ndarray, cos2phi: np.ndarray, sin2phi
     a4 = a2 * a2
     k = f(2 * np.pi / lam)
     chi = k * (a2 * (c1 / 2) + a4 * f(optics.c3_A / 4) + a4 * a2 * f(optics.c5_A / 6))
+    if optics.c21_A or optics.c23_A:
+        if phi is None:
+            raise ValueError("coma (C21) and three-fold astigmatism (C23) need the azimuth phi")
+        a3 = a2 * np.sqrt(a2)
+        odd = (f(optics.c21_A) * np.cos(phi - f(np.deg2rad(optics.phi21_deg)))
+               + f(optics.c23_A) * np.cos(3 * (phi - f(np.deg2rad(optics.phi23_deg)))))
+        chi = chi + k * a3 * odd / f(3)
     env = np.exp(-((f(0.5 * np.pi / lam * optics.focal_spread_A) * a2) ** 2))
     if optics.angular_spread_mrad:
         a = np.sqrt(a2)
@@ -126,12 +145,15 @@ class Detector:
             fraction of the image Nyquist frequency (MTF(q) = 1 / (1 + (q / mtf_half)^2)).
         drift_A: length of linear drift blur during the exposure (Å).
         drift_angle_deg: direction of the drift (degrees from x).
+        pixel_sinc: also the transfer of a square pixel's area, sinc(q / 2) along x and y (a
+            counting detector's MTF, before charge sharing).
     """
 
     dose_e_per_A2: float = 1000.0
     mtf_half: float = 1.0
     drift_A: float = 0.0
     drift_angle_deg: float = 0.0
+    pixel_sinc: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,12 +190,14 @@ def shot_noise(lam: np.ndarray, rng: np.random.Generator, exact_below: float = 5
 
 def blur(image: np.ndarray, detector: Detector, sampling_A: float) -> np.ndarray:
     """Detector MTF and linear drift blur in Fourier space (mean preserved)."""
-    if detector.mtf_half <= 0 and detector.drift_A <= 0:
+    if detector.mtf_half <= 0 and detector.drift_A <= 0 and not detector.pixel_sinc:
         return image
     qx, qy, q2 = _blur_grid(image.shape)
     f = np.ones(q2.shape, np.float32)
     if detector.mtf_half > 0:
         f = f / (1 + q2 / np.float32(detector.mtf_half**2))
+    if detector.pixel_sinc:
+        f = f * (np.sinc(qx / 2) * np.sinc(qy / 2)).astype(np.float32)
     if detector.drift_A > 0:
         t = np.deg2rad(detector.drift_angle_deg)
         length_px = detector.drift_A / sampling_A

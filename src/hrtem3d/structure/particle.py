@@ -35,6 +35,9 @@ class ParticleEnvelope:
         adatoms: maximum number of cation and of anion adatoms on lattice sites.
         tilt_deg: maximum specimen tilt away from the zone axis (degrees).
         shift_A: maximum in-plane shift of the particle from the cell centre (Å).
+        facet_110_prob: chance that the particle also has {110} facets (edges of the cube cut off).
+        truncation_110: range of r110 / r100 for those ({110} facet distance over the {100} one;
+            sqrt(2) touches the cube's edges, 1 cuts them deeply).
     """
 
     diameter_A: tuple[float, float] = (20.0, 40.0)
@@ -46,6 +49,8 @@ class ParticleEnvelope:
     adatoms: int = 2
     tilt_deg: float = 1.0
     shift_A: float = 2.0
+    facet_110_prob: float = 0.0
+    truncation_110: tuple[float, float] = (1.0, 1.35)
 
     def validate(self) -> None:
         """Raise ValueError for impossible ranges."""
@@ -80,6 +85,7 @@ class ParticleParams:
     rotation_deg: float
     shift_A: tuple[float, float]
     seed: int
+    r110_frac: float | None = None  # r110 / r100 of {110} facets, None without
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +118,9 @@ def draw_params(rng: np.random.Generator, env: ParticleEnvelope | None = None) -
         rotation_deg=float(rng.uniform(0, 360)),
         shift_A=tuple(float(v) for v in rng.uniform(-env.shift_A, env.shift_A, 2)),
         seed=int(rng.integers(2**31)),
+        # drawn last, so envelopes without {110} facets give the particles they always gave
+        r110_frac=(float(rng.uniform(*env.truncation_110)) if env.facet_110_prob > 0
+                   and rng.random() < env.facet_110_prob else None),
     )
 
 
@@ -163,6 +172,10 @@ def _cut_shape(pos: np.ndarray, p: ParticleParams, material: Material) -> np.nda
     centre = np.asarray(p.centre_offset) * material.a_A / 2
     rel = pos - centre
     inside = (np.abs(rel).sum(1) <= np.sqrt(3) * r111) & (np.abs(rel).max(1) <= r100)
+    if p.r110_frac is not None:  # {110}: |x_i| + |x_j| <= sqrt(2) r110 for every pair of axes
+        a = np.abs(rel)
+        r110 = p.r110_frac * r100
+        inside &= np.maximum.reduce([a[:, 0] + a[:, 1], a[:, 1] + a[:, 2], a[:, 0] + a[:, 2]]) <= np.sqrt(2) * r110
     if p.flat_bottom is not None:
         n = np.asarray(p.flat_bottom, float)
         n /= np.linalg.norm(n)

@@ -27,6 +27,7 @@ from hrtem3d.labels import ClassScheme, class_weights_from_counts
 from hrtem3d.model.io import save_model
 from hrtem3d.model.unet import UNet, UNetConfig, pick_device
 from hrtem3d.simulate.optics import OpticsEnvelope
+from hrtem3d.simulate.scope import ScopeEnvelope
 from hrtem3d.train.loss import soft_weighted_ce
 
 
@@ -46,6 +47,10 @@ class TrainConfig:
         seed: seeds the network initialisation and the data draws.
         normalization: input normalisation, "relative" or "median/MAD" (`hrtem3d.data.normalize`).
         workers: DataLoader worker processes.
+        scope: form the training images through the microscope envelope (`ScopeEnvelope`: native
+            pixel sizes, calibration error, support film, residual aberrations, vibration,
+            background, MTF) and `segment`'s resampling; False trains on the store's grid only.
+        init: a model file whose weights start the run (fine-tuning); its widths must match.
     """
 
     steps: int = 4000
@@ -66,6 +71,8 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1
     threads: int = 0
+    scope: bool = True
+    init: str | None = None
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch < 1 or not 16 <= self.crop <= 4096:
@@ -108,8 +115,13 @@ def class_counts(root, indices: list[int], scheme: ClassScheme) -> np.ndarray:
 
 
 def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
-          envelope: OpticsEnvelope | None = None, progress: bool = True, device: str | None = None) -> dict:
-    """Train (or resume training) a column-depth U-Net; returns final validation metrics."""
+          envelope: OpticsEnvelope | None = None, progress: bool = True, device: str | None = None,
+          scope: ScopeEnvelope | None = None) -> dict:
+    """Train (or resume training) a column-depth U-Net; returns final validation metrics.
+
+    `envelope` (optics and dose) and `scope` (what the microscope adds; default `ScopeEnvelope()`
+    when `config.scope`) are the ranges the training images are drawn from; both go into the model file.
+    """
     config = config or TrainConfig()
     config.validate()
     out = Path(out)
@@ -134,15 +146,18 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     train_idx, val_idx = split_structures(done, config.val_fraction)
     cw = training_class_weights(data, asdict(config))
     envelope = envelope or OpticsEnvelope()
+    scope = scope or (ScopeEnvelope() if config.scope else None)
     train_ds = HrtemDataset(data, train_idx, crop=config.crop, samples_per_epoch=config.batch * 200,
                             envelope=envelope, seed=config.seed * 1000 + rank, class_weights=cw,
-                            centre_weight=config.centre_weight, normalization=config.normalization)
+                            centre_weight=config.centre_weight, normalization=config.normalization, scope=scope)
     val_ds = HrtemDataset(data, val_idx, crop=config.crop, samples_per_epoch=config.val_samples,
                           envelope=envelope, seed=10**6 + config.seed, augment=False,
-                          normalization=config.normalization)
+                          normalization=config.normalization, scope=scope)
 
     torch.manual_seed(config.seed)
     model = UNet(UNetConfig(n_classes=scheme.n_classes, widths=tuple(config.widths), residual=config.residual))
+    if config.init and not ckpt_path.exists():
+        _init_from(model, config.init)
     model.to(dev, memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"step": 0, "history": []}
@@ -202,7 +217,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     if rank == 0:
         temperature = fit_temperature(model, val_ds, dev)
         meta = {"scheme": scheme.to_dict(), "pixel_size_A": float(settings["multislice"]["store_sampling_A"]),
-                "envelope": envelope.to_dict(), "train_config": _jsonable(asdict(config)),
+                "envelope": envelope.to_dict(), "scope_envelope": scope.to_dict() if scope else None,
+                "train_config": _jsonable(asdict(config)),
                 "dataset": {"path": str(data), "settings": settings, "train_structures": len(train_idx),
                             "val_structures": len(val_idx)},
                 "temperature": temperature, "history": state["history"], "class_weights": cw.tolist(),
@@ -282,6 +298,17 @@ def _load_checkpoint(path: Path, model, opt, config: TrainConfig, dev) -> dict:
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
     return {"step": int(ck["step"]), "history": json.loads(ck["history_json"])}
+
+
+def _init_from(model: UNet, path: str) -> None:
+    """Start from the weights of the model file at `path` (fine-tuning)."""
+    from hrtem3d.model.io import load_model
+
+    src, _ = load_model(path, "cpu")
+    mine, theirs = model.state_dict(), src.state_dict()
+    if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise HrtemError(f"--init {path} has another network shape; pass the same --widths as it was trained with")
+    model.load_state_dict(theirs)
 
 
 def _jsonable(d: dict) -> dict:
