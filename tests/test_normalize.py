@@ -61,3 +61,14 @@ def test_normalizer_names():
     assert normalizer(MEDIAN_MAD) is normalize_image
     with pytest.raises(ValueError):
         normalizer("zscore")
+
+
+def test_standardisation_is_named_and_scale_free():
+    from hrtem3d.data.normalize import STANDARD, normalizer
+
+    rng = np.random.default_rng(0)
+    img = rng.poisson(300, (64, 64)).astype(np.float32)
+    f = normalizer(STANDARD)
+    a, b = f(img), f(7.0 * img + 100.0)  # any gain and offset give the same input
+    assert np.allclose(a, b, atol=1e-4)
+    assert abs(float(a.mean())) < 1e-5 and float(a.std()) == pytest.approx(1.0, rel=1e-5)

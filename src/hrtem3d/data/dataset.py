@@ -17,7 +17,14 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from hrtem3d.data import store
-from hrtem3d.data.normalize import NORMALIZATIONS, RELATIVE, normalize_image, relative_contrast
+from hrtem3d.data.normalize import (
+    NORMALIZATIONS,
+    RELATIVE,
+    STANDARD,
+    normalize_image,
+    relative_contrast,
+    standardize_image,
+)
 from hrtem3d.data.resample import to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import weight_map
@@ -216,6 +223,8 @@ class HrtemDataset(Dataset):
         raw = d.get("work", d.get("counts"))
         if self.normalization == RELATIVE:
             image = relative_contrast(raw, mean=d["flux"])
+        elif self.normalization == STANDARD:
+            image = standardize_image(raw)
         else:
             image = normalize_image(raw)
         w = weight_map(d["alpha"], d["cls"], self.class_weights, self.centre_weight)

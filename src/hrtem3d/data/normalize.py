@@ -21,7 +21,8 @@ import numpy as np
 
 RELATIVE = "relative"
 MEDIAN_MAD = "median/MAD"
-NORMALIZATIONS = (RELATIVE, MEDIAN_MAD)
+STANDARD = "mean/std"  # per-image standardisation: the robustness benchmark's plain baseline
+NORMALIZATIONS = (RELATIVE, MEDIAN_MAD, STANDARD)
 # MAD of the relative contrast of a typical test image at 1000 e/Å² (0.16 Å/px): the scale the
 # fallback gives images that are not intensities
 TYPICAL_RELATIVE_MAD = 0.14
@@ -46,6 +47,19 @@ def normalize_image(image: np.ndarray, subsample: int = 3) -> np.ndarray:
     if not np.isfinite(mad) or mad <= 1e-12 * max(abs(float(med)), 1.0):
         mad = float(np.std(sample)) or 1.0
     return (image - med) / mad
+
+
+def standardize_image(image: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over the whole image; a flat image gets std 1.
+
+    Example:
+        >>> x = standardize_image(np.arange(16.0).reshape(4, 4))
+        >>> round(float(x.mean()), 6), round(float(x.std()), 6)
+        (0.0, 1.0)
+    """
+    image = np.asarray(image, dtype=np.float32)
+    sd = float(image.std())
+    return (image - np.float32(image.mean())) / np.float32(sd if np.isfinite(sd) and sd > 0 else 1.0)
 
 
 def mean_intensity(image: np.ndarray, subsample: int = 3) -> float | None:
@@ -109,6 +123,8 @@ def normalizer(name: str):
         return relative_contrast
     if name in (MEDIAN_MAD, "", None):
         return normalize_image
+    if name == STANDARD:
+        return standardize_image
     raise ValueError(f"unknown normalization {name!r}")
 
 

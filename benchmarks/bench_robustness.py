@@ -1,0 +1,287 @@
+"""Robustness benchmark: how well models count atoms per column on images made by other code and conditions.
+
+For every set of `robust_sets.py` (built into --cache when missing) and every dose, each noisy image goes
+through `Segmenter(model).segment(image, pixel_size_A)`, the path of `hrtem3d segment`; predictions are
+matched to the truth per species (`match_columns`, 0.7 Å, Hungarian). Metrics, pooled over a set's images:
+
+- Ce_exact / O_exact: matched with the exact atom count over all true columns of that species;
+  Ce_pm1 / O_pm1: within one atom; Ce_bias: mean signed error of n_atoms over matched Ce columns (atoms);
+- recall: matched true columns over all true columns; precision: matched predictions over all predictions
+  (a prediction is a true positive if matched to a true column of its species);
+- ECE: expected calibration error of the confidence for Ce exact-correctness (10 equal-width bins over
+  matched Ce columns); conf: their mean confidence.
+
+A "[intensity oracle]" row per set: per image, a Gaussian classifier on the integrated intensity in a 0.5 Å
+disc around every TRUE Ce column, fitted on that image's own truth (an optimistic ceiling, as score.py's).
+With --independent, the actual CLI (`hrtem3d segment DIR/p*_dose*.tif --pixel-size 0.10`) segments that set,
+its columns.csv are scored alike, and the set's own score.py is run to check that Ce exact agrees.
+
+    .venv/bin/python benchmarks/bench_robustness.py --model default [--model B.safetensors] \\
+        [--baseline-model plain.safetensors] [--sets clean_0p10,astig] [--cache /work/data/robust] \\
+        [--n-particles 4] [--independent ../shared/testdata/independent] [--out results.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+METRICS = ["Ce_exact", "Ce_pm1", "Ce_bias", "O_exact", "O_pm1", "recall", "precision", "ECE", "conf"]
+CLI = Path(sys.executable).with_name("hrtem3d")
+
+
+def load_truth(path: Path, pixel_A: float) -> pd.DataFrame:
+    """True columns (x, y in pixels) as a table with x_A, y_A (Å), species and n_atoms > 0."""
+    t = pd.DataFrame(json.loads(Path(path).read_text()))
+    t = t[t["n_atoms"] > 0].reset_index(drop=True)
+    return t.assign(x_px=t["x"], y_px=t["y"], x_A=t["x"] * pixel_A, y_A=t["y"] * pixel_A)[
+        ["species", "x_px", "y_px", "x_A", "y_A", "n_atoms"]]
+
+
+def match_image(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Per-species matching: the truth table with matched, pred_n, confidence; and the number of predictions."""
+    from hrtem3d.analyze.evaluate import match_columns
+
+    parts = []
+    for sp in ("Ce", "O"):
+        t = truth[truth["species"] == sp]
+        p = pred[pred["species"] == sp].reset_index(drop=True) if len(pred) else pred
+        m = match_columns(t, p, max_dist_A=0.7)
+        parts.append(m.assign(matched=m["pred_row"] >= 0))
+    return pd.concat(parts, ignore_index=True), len(pred)
+
+
+def metrics(m: pd.DataFrame, n_pred: int) -> dict:
+    """The METRICS of pooled matched truth tables (see the module docstring)."""
+    from hrtem3d.analyze.evaluate import expected_calibration_error
+
+    out: dict = {}
+    for sp in ("Ce", "O"):
+        g = m[m["species"] == sp]
+        ok = g["matched"].to_numpy(bool)
+        err = (g["pred_n"] - g["n_atoms"]).to_numpy(float)
+        out[f"{sp}_exact"] = float((ok & (err == 0)).mean()) if len(g) else np.nan
+        out[f"{sp}_pm1"] = float((ok & (np.abs(err) <= 1)).mean()) if len(g) else np.nan
+        if sp == "Ce":
+            out["Ce_bias"] = float(err[ok].mean()) if ok.any() else np.nan
+            conf = g["confidence"].to_numpy(float)[ok]
+            out["ECE"] = expected_calibration_error(conf, err[ok] == 0)
+            out["conf"] = float(conf.mean()) if ok.any() else np.nan
+            out["n_true_Ce"] = len(g)
+    out["recall"] = float(m["matched"].mean()) if len(m) else np.nan
+    out["precision"] = float(m["matched"].sum() / n_pred) if n_pred else np.nan
+    out["n_true"], out["n_pred"] = len(m), n_pred
+    return out
+
+
+def intensity_oracle(image: np.ndarray, truth: pd.DataFrame, pixel_A: float) -> np.ndarray:
+    """Per true Ce column, the depth a Gaussian classifier on integrated intensity (0.5 Å disc, image over its
+    median) gives when fitted on this image's own truth."""
+    from hrtem3d.analyze.evaluate import integrated_intensity
+
+    ce = truth[truth["species"] == "Ce"]
+    if not len(ce):
+        return np.zeros(0, int)
+    f = integrated_intensity(image / np.median(image), ce["x_px"].to_numpy(), ce["y_px"].to_numpy(), 0.5 / pixel_A)
+    n = ce["n_atoms"].to_numpy()
+    classes = np.unique(n)
+    mu = np.array([f[n == k].mean() for k in classes])
+    sd = np.array([max(f[n == k].std(), 1e-3) if (n == k).sum() > 1 else f.std() + 1e-3 for k in classes])
+    prior = np.array([(n == k).mean() for k in classes])
+    ll = -0.5 * ((f[:, None] - mu) / sd) ** 2 - np.log(sd) + np.log(prior)
+    return classes[ll.argmax(1)]
+
+
+def oracle_metrics(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Ce_exact, Ce_pm1, Ce_bias of the intensity oracle over (true n, oracle n) pairs (others NaN)."""
+    n = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0)
+    g = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
+    out = dict.fromkeys(METRICS, np.nan)
+    if len(n):
+        out.update(Ce_exact=float((g == n).mean()), Ce_pm1=float((np.abs(g - n) <= 1).mean()),
+                   Ce_bias=float((g - n).mean()), n_true_Ce=len(n))
+    return out
+
+
+def load_segmenter(model: str, threads: int):
+    """`Segmenter` for a model path or "default" (the shipped model); registers "mean/std" if needed."""
+    from hrtem3d.analyze.segment import Segmenter
+
+    path = None if model == "default" else model
+    if path is not None:
+        from plain_unet import ensure_normalization
+
+        from hrtem3d.model.io import read_metadata
+
+        ensure_normalization(read_metadata(path).get("normalization"))
+    return Segmenter(path, threads=threads)
+
+
+def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | None = None) -> list[dict]:
+    """Score every model and the intensity oracle on one built set (`doses` only, if given); one result row
+    per (model, dose)."""
+    import tifffile
+
+    meta = json.loads((folder / "meta.json").read_text())
+    by: dict = {}
+    for case in meta["cases"]:
+        if case["particle"] >= n_particles or (doses and case["dose_e_per_A2"] not in doses):
+            continue
+        px, dose = case["pixel_size_angstrom"], case["dose_e_per_A2"]
+        image = tifffile.imread(folder / case["image"]).astype(np.float32) / case.get("gain_adu_per_e", 1)
+        truth = load_truth(folder / f"p{case['particle']}_columns.json", px)
+        for name, seg in segs.items():
+            m, n_pred = match_image(truth, seg.segment(image, px).columns)
+            by.setdefault((name, dose), []).append((m, n_pred))
+        ce = truth[truth["species"] == "Ce"]
+        oracle = intensity_oracle(image, truth, px)
+        by.setdefault(("intensity oracle", dose), []).append((ce["n_atoms"].to_numpy(), oracle))
+    rows = []
+    for (name, dose), items in by.items():
+        if name == "intensity oracle":
+            res = oracle_metrics(items)
+        else:
+            res = metrics(pd.concat([i[0] for i in items], ignore_index=True), sum(i[1] for i in items))
+        rows.append({"model": name, "set": folder.name, "dose": dose, "n_images": len(items), **res})
+    return rows
+
+
+def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] | None = None) -> list[dict]:
+    """The independent set through the `hrtem3d segment` CLI (`doses` only, if given), scored here and by
+    its own score.py (which scores every image it finds). A model the CLI cannot load yet (normalization
+    "mean/std") is run in this process through its `Segmenter` instead, and its rows say so."""
+    import tifffile
+
+    from hrtem3d.model.io import read_metadata
+
+    meta = json.loads((folder / "meta.json").read_text())
+    px = float(meta["pixel_size_angstrom"])
+    cases = [c for c in meta["cases"] if not doses or c["dose_e_per_A2"] in doses]
+    images = [str(folder / c["image"]) for c in cases]
+    rows, oracle = [], {}
+    for name, path in models.items():
+        norm = None if path == "default" else read_metadata(path).get("normalization")
+        via = "cli" if _cli_knows(norm) else "in-process"
+        with tempfile.TemporaryDirectory() as tmp:
+            if via == "cli":
+                cmd = [str(CLI), "segment", *images, "--pixel-size", f"{px}", "--out", tmp, "--no-progress"]
+                cmd += [] if path == "default" else ["--model", str(path)]
+                subprocess.run(cmd, check=True, capture_output=True, text=True)
+            else:
+                print(f"  {name}: `hrtem3d segment` cannot load a {norm!r} model yet; segmenting in this process")
+                for case in cases:
+                    cols = segs[name].segment(tifffile.imread(folder / case["image"]).astype(np.float32), px).columns
+                    (Path(tmp) / Path(case["image"]).stem).mkdir()
+                    cols.to_csv(Path(tmp) / Path(case["image"]).stem / "columns.csv", index=False)
+            by: dict = {}
+            for case in cases:
+                truth = load_truth(folder / f"p{case['particle']}_columns.json", px)
+                pred = pd.read_csv(Path(tmp) / Path(case["image"]).stem / "columns.csv")
+                pred = pred.assign(x_A=pred["x_px"] * px, y_A=pred["y_px"] * px)
+                by.setdefault(case["dose_e_per_A2"], []).append(match_image(truth, pred))
+                if name == next(iter(models)):
+                    img = tifffile.imread(folder / case["image"]).astype(np.float32)
+                    ce = truth[truth["species"] == "Ce"]
+                    oracle.setdefault(case["dose_e_per_A2"], []).append((ce["n_atoms"].to_numpy(),
+                                                                         intensity_oracle(img, truth, px)))
+            ref = _score_py(folder, tmp)
+        for dose, items in sorted(by.items()):
+            res = metrics(pd.concat([i[0] for i in items], ignore_index=True), sum(i[1] for i in items))
+            agree = abs(ref.get(int(dose), np.nan) - res["Ce_exact"]) < 1e-3
+            print(f"  {name} independent @ {dose:g} ({via}): Ce exact {res['Ce_exact']:.3f}, score.py "
+                  f"{ref.get(int(dose), float('nan')):.3f} -> {'agree' if agree else 'DISAGREE'}")
+            rows.append({"model": name, "set": "independent", "dose": float(dose), "n_images": len(items),
+                         "segmented_by": via, "score_py_Ce_exact": ref.get(int(dose), np.nan), **res})
+    for dose, items in sorted(oracle.items()):
+        rows.append({"model": "intensity oracle", "set": "independent", "dose": float(dose), "n_images": len(items),
+                     **oracle_metrics(items)})
+    return rows
+
+
+def _cli_knows(normalization: str | None) -> bool:
+    """Whether hrtem3d itself (hence `hrtem3d segment`) knows this normalization name."""
+    from hrtem3d.data.normalize import normalizer
+
+    try:
+        normalizer(normalization)
+        return True
+    except ValueError:
+        return False
+
+
+def _score_py(folder: Path, pred_dir: str) -> dict:
+    """exact_end2end per dose printed by the set's own score.py."""
+    out = subprocess.run([sys.executable, str(folder / "score.py"), str(folder), pred_dir], check=True,
+                         capture_output=True, text=True).stdout
+    lines = out.strip().splitlines()
+    head = lines[0].split()
+    return {int(v[0]): float(v[head.index("exact_end2end")]) for v in (ln.split() for ln in lines[1:])}
+
+
+def print_tables(df: pd.DataFrame, models: list[str]) -> None:
+    """One table per model: rows = set (then its intensity-oracle row), columns = metric@dose."""
+    doses = sorted(df["dose"].unique())
+    sets = list(dict.fromkeys(df["set"]))
+    pd.set_option("display.width", 400)
+    for model in models:
+        rows = {}
+        for s in sets:
+            for who, label in ((model, s), ("intensity oracle", f"{s} [intensity oracle]")):
+                g = df[(df["model"] == who) & (df["set"] == s)].set_index("dose")
+                if len(g):
+                    rows[label] = {f"{k}@{d:g}": g.at[d, k] if d in g.index else np.nan for k in METRICS for d in doses}
+        print(f"\n## {model}\n" + pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    if len(models) > 1:
+        piv = df[df["model"].isin(models + ["intensity oracle"])].pivot_table(
+            index="set", columns=["model", "dose"], values="Ce_exact", sort=False)
+        print("\n## Ce exact, all models\n" + piv.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    import robust_sets as rs
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", required=True, help="model file or 'default'; repeat to compare")
+    ap.add_argument("--baseline-model", action="append", default=[], help="a baseline model file (repeatable)")
+    ap.add_argument("--sets", default=",".join(rs.SETS), help="comma-separated sets ('' for none)")
+    ap.add_argument("--cache", default="/work/data/robust", help="folder of the built sets")
+    ap.add_argument("--n-particles", type=int, default=4)
+    ap.add_argument("--independent", default=None, help="folder of the independent set (with score.py)")
+    ap.add_argument("--out", default="results.csv", help="CSV of every result row")
+    ap.add_argument("--doses", default=None, help="comma-separated doses to score (default: every dose of a set)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    a = ap.parse_args(argv)
+    models = {("default" if m == "default" else Path(m).stem): m for m in a.model}
+    models.update({f"baseline:{Path(m).stem}": m for m in a.baseline_model})
+    segs = {name: load_segmenter(path, a.threads) for name, path in models.items()}
+    rows = []
+    doses = [float(d) for d in a.doses.split(",")] if a.doses else None
+    cfg = rs.BuildConfig(n_particles=a.n_particles)
+    for name in [s.strip() for s in a.sets.split(",") if s.strip()]:
+        t = time.perf_counter()
+        folder = rs.build_set(name, a.cache, cfg)
+        rows += run_set(folder, segs, a.n_particles, doses)
+        print(f"{name}: {time.perf_counter() - t:.1f} s", flush=True)
+    if a.independent:
+        t = time.perf_counter()
+        rows += run_independent(Path(a.independent), models, segs, doses)
+        print(f"independent: {time.perf_counter() - t:.1f} s", flush=True)
+    df = pd.DataFrame(rows)
+    df.to_csv(a.out, index=False)
+    print_tables(df, list(models))
+    print(f"\nwrote {a.out} ({len(df)} rows)")
+    return df
+
+
+if __name__ == "__main__":
+    main()

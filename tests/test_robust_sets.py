@@ -1,0 +1,86 @@
+"""The robustness benchmark's set builder (benchmarks/robust_sets.py): ground truth and noise on one tiny set."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+pytest.importorskip("abtem")
+tifffile = pytest.importorskip("tifffile")
+
+import robust_particles as rp  # noqa: E402
+import robust_sets as rs  # noqa: E402
+
+TINY = rs.BuildConfig(n_particles=1, seed=3, cell_A=21.0, field_A=(18.0, 19.0), sampling_A=0.1,
+                      diameter_A=(11.0, 12.0), pixel_A=0.1, doses=(5000.0,))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("robust")
+    folders = {name: rs.build_set(name, cache, TINY, progress=False) for name in ("clean_0p10", "mtf_none")}
+    return cache, folders
+
+
+def test_truth_matches_the_atoms(tiny):
+    _, folders = tiny
+    meta = json.loads((folders["clean_0p10"] / "p0_meta.json").read_text())
+    cols = json.loads((folders["clean_0p10"] / "p0_columns.json").read_text())
+    assert meta["n_atoms_carbon"] == 0
+    assert sum(c["n_atoms"] for c in cols) == meta["n_atoms_particle"]  # every atom in exactly one column
+    assert all(c["pure"] for c in cols) and max(c["n_atoms"] for c in cols) <= rp.MAX_COLUMN_ATOMS
+    px = meta["pixel_size_angstrom"]
+    for c in cols:
+        assert c["x_A"] == pytest.approx(c["x_px"] * px) and c["y_A"] == pytest.approx(c["y_px"] * px)
+        assert 0 <= c["x_px"] <= meta["field_px"] - 1 and 0 <= c["y_px"] <= meta["field_px"] - 1
+    # atoms along a column 3.83 Å apart (a/sqrt2), within the tilt's cosine
+    spacing = [(c["z_max_A"] - c["z_min_A"]) / (c["n_atoms"] - 1) for c in cols if c["n_atoms"] > 1]
+    assert np.median(spacing) == pytest.approx(rp.COLUMN_SPACING_A, abs=0.02)
+    xy = {sp: np.array([[c["x_A"], c["y_A"]] for c in cols if c["species"] == sp]) for sp in ("Ce", "O")}
+    ce_ce = cKDTree(xy["Ce"]).query(xy["Ce"], 2)[0][:, 1]
+    assert np.median(ce_ce) == pytest.approx(3.314, abs=0.03)  # Ce-Ce in the [110] projection
+    o_o = cKDTree(xy["O"]).query(xy["O"], 2)[0][:, 1]
+    assert np.median(o_o) == pytest.approx(1.913, abs=0.03)
+    assert np.median(cKDTree(xy["Ce"]).query(xy["O"])[0]) == pytest.approx(1.353, abs=0.03)
+
+
+def test_column_grouping_follows_the_lattice():
+    shape = rp.draw_shape(np.random.default_rng(5), "shapes", 16.0)
+    pos, sym = rp.cut_particle(dict(shape, tilt_deg=0.0))
+    crystal = pos @ rp.ROTATION  # back to the crystal frame: columns are the lattice lines (x - y, z)
+    crystal -= crystal[0]  # a lattice site at the origin
+    lattice = {(round((a - b) / (rp.A_CEO2 / 4)), round(c / (rp.A_CEO2 / 4))) for a, b, c in crystal}
+    assert len(rp.column_truth(pos, sym)) == len(lattice)
+    o = sym == "O"
+    ce_near = np.array([len(v) for v in cKDTree(pos[~o]).query_ball_point(pos[o], 2.5)])
+    assert (ce_near >= 2).all()  # surface O with fewer than 2 Ce removed
+
+
+def test_noisy_counts_have_the_dose(tiny):
+    _, folders = tiny
+    for name, gain in (("clean_0p10", 8), ("mtf_none", 1)):
+        folder = folders[name]
+        meta = json.loads((folder / "meta.json").read_text())
+        case = meta["cases"][0]
+        px, dose = case["pixel_size_angstrom"], case["dose_e_per_A2"]
+        assert case["gain_adu_per_e"] == gain
+        noisy = tifffile.imread(folder / case["image"]).astype(float) / gain
+        clean = tifffile.imread(folder / "p0_clean.tif").astype(float)
+        assert noisy.shape == clean.shape
+        assert noisy.sum() / (clean.sum() * dose * px**2) == pytest.approx(1.0, abs=0.01)
+        cols = json.loads((folder / "p0_columns.json").read_text())
+        yy, xx = np.mgrid[: clean.shape[0], : clean.shape[1]]
+        d, _ = cKDTree([[c["x_px"], c["y_px"]] for c in cols]).query(np.c_[xx.ravel(), yy.ravel()])
+        vac = (d * px > 5.0).reshape(clean.shape)
+        assert vac.sum() > 2000
+        assert noisy[vac].mean() == pytest.approx(dose * px**2, rel=0.03)  # vacuum: dose x pixel area
+        if gain == 1:  # plain Poisson counts: variance = mean
+            assert noisy[vac].var() == pytest.approx(noisy[vac].mean(), rel=0.15)
+    again = rs.build_set("clean_0p10", tiny[0], TINY)  # built already: skipped, files kept
+    assert again == folders["clean_0p10"]
