@@ -115,6 +115,7 @@ def test_segment_image_gives_the_column_table(tiny_model, tiny_store):
     assert list(s.columns.columns[: len(TABLE_FIELDS)]) == TABLE_FIELDS
     assert s.labels.shape == d["counts"].shape and s.confidence.shape == d["counts"].shape
     assert (s.columns.x_A == s.columns.x_px * 0.16).all()
+    assert (s.columns.y_A == s.columns.y_px * 0.16).all()
     assert ((s.columns.confidence >= 0) & (s.columns.confidence <= 1)).all()
     with pytest.raises(HrtemError, match="NaN"):
         seg.segment(np.full((64, 64), np.nan), 0.16)

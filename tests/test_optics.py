@@ -83,6 +83,19 @@ def test_noise_is_poisson_without_blur():
     assert counts.var() == pytest.approx(counts.mean(), rel=0.05)
 
 
+@pytest.mark.parametrize("mean", [20.0, 80.0, 400.0])
+def test_shot_noise_variance_equals_the_mean_in_both_branches(mean):
+    """Below 50 electrons per pixel the exact Poisson draw, above it its normal limit: both var = mean."""
+    from hrtem3d.simulate.optics import shot_noise
+
+    lam = np.full((256, 256), mean, np.float32)
+    lam[:, :128] = mean / 4  # half the image in the other branch for some of the means
+    counts = shot_noise(lam, np.random.default_rng(2))
+    for part, m in ((counts[:, 128:], mean), (counts[:, :128], mean / 4)):
+        assert part.mean() == pytest.approx(m, rel=0.02)
+        assert part.var() == pytest.approx(m, rel=0.06)
+
+
 def test_envelope_draws_inside_ranges():
     env = OpticsEnvelope()
     rng = np.random.default_rng(0)
