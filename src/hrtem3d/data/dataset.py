@@ -17,14 +17,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from hrtem3d.data import store
-from hrtem3d.data.normalize import (
-    NORMALIZATIONS,
-    RELATIVE,
-    STANDARD,
-    normalize_image,
-    relative_contrast,
-    standardize_image,
-)
+from hrtem3d.data.normalize import NORMALIZATIONS, RELATIVE, normalizer, relative_contrast
 from hrtem3d.data.resample import to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import weight_map
@@ -57,18 +50,19 @@ class ExitWaveBank:
 
     def intensity(self, spectrum: np.ndarray, optics: Optics) -> np.ndarray:
         """Image intensity (vacuum 1) of one stored spectrum `[n_configs, n_inside]`."""
-        h = transfer_at(optics, *self.angles)
-        full = np.zeros((spectrum.shape[0], self.shape[0] * self.shape[1]), np.complex64)
-        full[:, self.inside] = spectrum * h
-        psi = sfft.ifft2(full.reshape((-1,) + tuple(self.shape)), workers=1, overwrite_x=True)
+        psi = self._wave(spectrum * transfer_at(optics, *self.angles))
         return (psi.real**2 + psi.imag**2).mean(0).astype(np.float32)
 
     def with_film(self, spectrum: np.ndarray, film: np.ndarray) -> np.ndarray:
         """The spectrum of the exit wave(s) times a support film's transmission `[ny, nx]` (real space)."""
+        psi = self._wave(spectrum) * film
+        return sfft.fft2(psi, workers=1).reshape(psi.shape[0], -1)[:, self.inside].astype(np.complex64)
+
+    def _wave(self, spectrum: np.ndarray) -> np.ndarray:
+        """Real-space wave(s) `[n_configs, ny, nx]` of a spectrum kept inside the aperture."""
         full = np.zeros((spectrum.shape[0], self.shape[0] * self.shape[1]), np.complex64)
         full[:, self.inside] = spectrum
-        psi = sfft.ifft2(full.reshape((-1,) + tuple(self.shape)), workers=1) * film
-        return sfft.fft2(psi, workers=1).reshape(psi.shape[0], -1)[:, self.inside].astype(np.complex64)
+        return sfft.ifft2(full.reshape((-1,) + tuple(self.shape)), workers=1, overwrite_x=True)
 
 
 class HrtemDataset(Dataset):
@@ -187,7 +181,7 @@ class HrtemDataset(Dataset):
         s, n = self.sampling_A, self.bank.shape[0]
         acq = self.scope.sample(rng, optics, det)
         spectrum = self.bank.spectra[k]
-        film = film_transmission(self.films, acq.film_layers, rng) if len(self.films) else None
+        film = film_transmission(self.films, acq.film_layers, rng)
         if film is not None:
             spectrum = self.bank.with_film(spectrum, film)
         clean = add_background(vibrate(self.bank.intensity(spectrum, optics), acq, s), acq, rng)
@@ -223,10 +217,8 @@ class HrtemDataset(Dataset):
         raw = d.get("work", d.get("counts"))
         if self.normalization == RELATIVE:
             image = relative_contrast(raw, mean=d["flux"])
-        elif self.normalization == STANDARD:
-            image = standardize_image(raw)
         else:
-            image = normalize_image(raw)
+            image = normalizer(self.normalization)(raw)
         w = weight_map(d["alpha"], d["cls"], self.class_weights, self.centre_weight)
         target = np.stack([d["cls"].astype(np.float32), d["alpha"]])
         return (torch.from_numpy(np.ascontiguousarray(image[None])),

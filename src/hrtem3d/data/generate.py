@@ -129,8 +129,7 @@ def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSet
     finally:
         bar.close()
     root.attrs["n_structures"] = max(n_structures, int(root.attrs.get("n_structures", 0)))
-    if n_films and store.read_films(root)[0].shape[0] < n_films:
-        ensure_film_bank(root, settings, n_films)
+    ensure_film_bank(root, settings, n_films)
     return {"done": len(todo), "skipped": n_structures - len(todo), "total": n_structures}
 
 
@@ -139,7 +138,7 @@ FILM_THICKNESS_A = 10.0
 
 def ensure_film_bank(root, settings: SimulationSettings, n_films: int = 16) -> None:
     """Simulate and store the bank of support-film exit waves, unless the store already has it."""
-    if store.read_films(root)[0].shape[0] >= n_films:
+    if store.film_count(root) >= n_films:
         return
     from hrtem3d.simulate.film import carbon_film_bank
 

@@ -159,9 +159,16 @@ def write_films(root: zarr.Group, waves: np.ndarray, thickness_A: float) -> None
         raise _os_error(e, Path(str(root.store))) from None
 
 
+def film_count(root: zarr.Group) -> int:
+    """Number of support-film exit waves the store holds (0 without a finished bank); reads no data."""
+    if "films" not in root or not root["films"].attrs.get("complete"):
+        return 0
+    return int(root["films"].shape[0])
+
+
 def read_films(root: zarr.Group) -> tuple[np.ndarray, float]:
     """(film exit waves `[n, ny, nx]`, thickness of each in Å); an empty bank if the store has none."""
-    if "films" not in root or not root["films"].attrs.get("complete"):
+    if film_count(root) == 0:
         return np.zeros((0, 1, 1), np.complex64), 0.0
     arr = root["films"]
     return arr[:], float(arr.attrs["thickness_A"])

@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 from hrtem3d.fsutil import atomic_write
 from hrtem3d.simulate.multislice import MultisliceConfig, exit_wave
 from hrtem3d.simulate.optics import Detector, Optics, blur, detect, image_intensity
+from hrtem3d.simulate.scope import fourier_resample
 from hrtem3d.structure import CERIA, ParticleEnvelope, column_table, random_particle
 from hrtem3d.structure.columns import column_keys
 
@@ -222,26 +223,6 @@ def shift_image(image: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
     """`image` moved by `shift_px` = (dx, dy) pixels (periodic, band-limited Fourier shift), float32."""
     f = ndimage.fourier_shift(np.fft.fft2(image), (float(shift_px[1]), float(shift_px[0])))
     return np.fft.ifft2(f).real.astype(np.float32)
-
-
-def fourier_resample(image: np.ndarray, n: int) -> np.ndarray:
-    """Periodic square `image` resampled to `n x n` pixels by Fourier cropping or zero-padding, float32.
-
-    Keeps the mean and the origin (sample 0 stays at 0 Å). Cropping drops the frequencies above the
-    new Nyquist limit (an ideal low-pass, so no counts are thrown away); padding interpolates exactly.
-    """
-    m = image.shape[-1]
-    if n == m:
-        return image.astype(np.float32)
-    f = np.fft.fftshift(np.fft.fft2(image))
-    small, big = min(m, n), max(m, n)
-    lo = big // 2 - small // 2
-    if n < m:
-        g = f[lo:lo + n, lo:lo + n]
-    else:
-        g = np.zeros((n, n), complex)
-        g[lo:lo + m, lo:lo + m] = f
-    return (np.fft.ifft2(np.fft.ifftshift(g)).real * (n * n) / (m * m)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def angular_grid(shape: tuple[int, int], sampling_A: float, wavelength: float):
     ky = sfft.fftfreq(shape[0], sampling_A)[:, None]
     kx = sfft.fftfreq(shape[1], sampling_A)[None, :]
     alpha2 = (kx**2 + ky**2) * wavelength**2
-    phi = np.arctan2(ky, kx) + 0 * alpha2
+    phi = np.arctan2(ky, kx)
     return alpha2, np.cos(2 * phi), np.sin(2 * phi), phi
 
 
