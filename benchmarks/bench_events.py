@@ -23,12 +23,13 @@ def seeds_of(text: str) -> list[int]:
 
 
 def main() -> None:
-    from hrtem3d.analyze.changepoint import ChangeModel
-    from hrtem3d.analyze.events import match_events
-    from hrtem3d.analyze.temporal import TemporalModel
     from hrtem3d.io import open_image
+    from hrtem3d.jobs.track_movie import TrackSettings, gather_parts, model_scheme, track_movie
     from hrtem3d.simulate.movie import MovieConfig, simulate_movie, write_movie
-    from hrtem3d.tracking import TrackSettings, analyze_movie, gather_parts, model_scheme, track_movie
+    from hrtem3d.track.analysis import analyze_movie
+    from hrtem3d.track.changepoint import ChangeModel
+    from hrtem3d.track.events import match_events
+    from hrtem3d.track.temporal import TemporalModel
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="20-29")
@@ -53,11 +54,12 @@ def main() -> None:
     for name, thr, inten in runs:
         found = n = false = passed = 0
         for _, src, cols, frames, drift, truth in movies:
-            s = TrackSettings(temporal=TemporalModel(change=ChangeModel(threshold=thr), use_intensity=inten))
+            temporal = TemporalModel(change=ChangeModel(threshold=thr), use_intensity=inten)
             ny, nx = src.shape[1:]
             field = (nx * src.pixel_size_A, ny * src.pixel_size_A)
-            _, _, ev = analyze_movie(cols, frames, drift, field, frames * src.frame_interval_s, src.pixel_size_A,
-                                     scheme, s)
+            _, _, ev = analyze_movie(cols, frames=frames, drift_A=drift, field_A=field,
+                                     times_s=frames * src.frame_interval_s, pixel_size_A=src.pixel_size_A,
+                                     scheme=scheme, temporal=temporal)
             t, f = match_events(ev, truth, src.pixel_size_A)
             hit, fp = int((t.found_row >= 0).sum()), int((f.truth_row < 0).sum())
             found, n, false = found + hit, n + len(t), false + fp

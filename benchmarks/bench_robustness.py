@@ -50,7 +50,7 @@ def load_truth(path: Path, pixel_A: float) -> pd.DataFrame:
 
 def match_image(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Per-species matching: the truth table with matched, pred_n, confidence; and the number of predictions."""
-    from hrtem3d.analyze.evaluate import match_columns
+    from hrtem3d.evaluate.metrics import match_columns
 
     parts = []
     for sp in ("Ce", "O"):
@@ -63,7 +63,7 @@ def match_image(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, 
 
 def metrics(m: pd.DataFrame, n_pred: int) -> dict:
     """The METRICS of pooled matched truth tables (see the module docstring)."""
-    from hrtem3d.analyze.evaluate import expected_calibration_error
+    from hrtem3d.evaluate.metrics import expected_calibration_error
 
     out: dict = {}
     for sp in ("Ce", "O"):
@@ -87,7 +87,7 @@ def metrics(m: pd.DataFrame, n_pred: int) -> dict:
 def intensity_oracle(image: np.ndarray, truth: pd.DataFrame, pixel_A: float) -> np.ndarray:
     """Per true Ce column, the depth a Gaussian classifier on integrated intensity (0.5 Å disc, image over its
     median) gives when fitted on this image's own truth."""
-    from hrtem3d.analyze.evaluate import integrated_intensity
+    from hrtem3d.evaluate.metrics import integrated_intensity
 
     ce = truth[truth["species"] == "Ce"]
     if not len(ce):
@@ -115,7 +115,7 @@ def oracle_metrics(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 def load_segmenter(model: str, threads: int):
     """`Segmenter` for a model path or "default" (the shipped model); registers "mean/std" if needed."""
-    from hrtem3d.analyze.segment import Segmenter
+    from hrtem3d.segment.segmenter import Segmenter
 
     path = None if model == "default" else model
     if path is not None:

@@ -36,9 +36,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from hrtem3d.analyze.segment import Segmenter
     from hrtem3d.io import open_image
     from hrtem3d.model.unet import count_flops, count_parameters, plain_unet_reference
+    from hrtem3d.segment.segmenter import Segmenter
 
     rng = np.random.default_rng(0)
     frame = rng.poisson(64, (1024, 1024)).astype(np.uint16)

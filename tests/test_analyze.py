@@ -6,12 +6,12 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from hrtem3d.analyze.columns import find_columns
-from hrtem3d.analyze.segment import TABLE_FIELDS, Segmenter
 from hrtem3d.cli import app
 from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import DEFAULT_SCHEME
+from hrtem3d.segment.columns import find_columns
+from hrtem3d.segment.segmenter import TABLE_FIELDS, Segmenter
 
 runner = CliRunner()
 
@@ -171,8 +171,8 @@ def test_segment_without_pixel_size_is_one_clear_error(tiny_model, tmp_path):
 
 
 def test_platt_scaling_fixes_overconfidence():
-    from hrtem3d.analyze.calibrate import apply_calibration, fit_platt
-    from hrtem3d.analyze.evaluate import expected_calibration_error
+    from hrtem3d.evaluate.calibrate import apply_calibration, fit_platt
+    from hrtem3d.evaluate.metrics import expected_calibration_error
 
     rng = np.random.default_rng(0)
     true_p = rng.uniform(0.3, 0.95, 5000)
@@ -185,8 +185,8 @@ def test_platt_scaling_fixes_overconfidence():
 
 
 def test_noise_feature_lets_one_map_serve_every_dose():
-    from hrtem3d.analyze.calibrate import apply_calibration, fit_platt
-    from hrtem3d.analyze.evaluate import expected_calibration_error
+    from hrtem3d.evaluate.calibrate import apply_calibration, fit_platt
+    from hrtem3d.evaluate.metrics import expected_calibration_error
 
     rng = np.random.default_rng(1)
     raw = rng.uniform(0.3, 0.99, 6000)
@@ -203,7 +203,7 @@ def test_noise_feature_lets_one_map_serve_every_dose():
 
 
 def test_matching_is_one_to_one_within_distance():
-    from hrtem3d.analyze.evaluate import match_columns
+    from hrtem3d.evaluate.metrics import match_columns
 
     truth = pd.DataFrame({"species": ["Ce", "Ce", "O"], "x_A": [0.0, 3.3, 1.4], "y_A": [0.0, 0.0, 0.0],
                           "n_atoms": [5, 6, 4]})
@@ -219,10 +219,10 @@ def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, 
 
     from conftest import tiny_settings
 
-    from hrtem3d.analyze.calibrate import fit_detection_thresholds
-    from hrtem3d.analyze.segment import Segmenter
     from hrtem3d.data.generate import simulate_dataset
+    from hrtem3d.evaluate.calibrate import fit_detection_thresholds
     from hrtem3d.model.io import read_metadata
+    from hrtem3d.segment.segmenter import Segmenter
 
     tiny_store = tmp_path / "ten.zarr"  # 10 structures: the validation split takes every 10th
     simulate_dataset(tiny_store, 10, tiny_settings(seed=4), workers=0, progress=False)

@@ -9,9 +9,9 @@ import pytest
 from ase.io.cif import parse_cif
 from typer.testing import CliRunner
 
-from hrtem3d.analyze.model3d import columns_to_atoms, hull_volume_A3, write_model
 from hrtem3d.cli import app
 from hrtem3d.errors import HrtemError
+from hrtem3d.export.model3d import columns_to_atoms, hull_volume_A3, write_model
 from hrtem3d.structure import CERIA, ParticleEnvelope, column_table, random_particle
 
 runner = CliRunner()

@@ -7,11 +7,10 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
+from hrtem3d.contracts import TRUTH_EVENT_FIELDS, TRUTH_FIELDS
 from hrtem3d.io import open_image
 from hrtem3d.simulate import MultisliceConfig
 from hrtem3d.simulate.movie import (
-    EVENT_FIELDS,
-    TRUTH_FIELDS,
     MovieConfig,
     fourier_resample,
     shift_image,
@@ -49,7 +48,7 @@ def test_frames_shape_dtype_and_dose(movie):
     expected = cfg.dose_e_per_A2 * movie.pixel_size_A**2
     for frame in movie.frames:
         assert frame.mean() == pytest.approx(expected, rel=0.05)
-    assert list(movie.truth.columns) == TRUTH_FIELDS and list(movie.events.columns) == EVENT_FIELDS
+    assert list(movie.truth.columns) == TRUTH_FIELDS and list(movie.events.columns) == TRUTH_EVENT_FIELDS
     assert movie.drift_A.shape == (8, 2) and np.all(movie.drift_A[0] == 0)
     steps = np.linalg.norm(np.diff(movie.drift_A, axis=0), axis=1)
     assert np.all((steps > 0.5 * cfg.drift_A_per_frame) & (steps < 1.5 * cfg.drift_A_per_frame))

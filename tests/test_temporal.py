@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hrtem3d.analyze.changepoint import ChangeModel, segments
-from hrtem3d.analyze.drift import frame_shift
-from hrtem3d.analyze.events import classify, find_events
-from hrtem3d.analyze.linking import link_columns, track_table
-from hrtem3d.analyze.temporal import TemporalModel, denoise_depths, probability_columns, segment_depths
 from hrtem3d.labels import DEFAULT_SCHEME
+from hrtem3d.track.changepoint import ChangeModel, segments
+from hrtem3d.track.drift import frame_shift
+from hrtem3d.track.events import classify, find_events
+from hrtem3d.track.linking import link_columns, track_table
+from hrtem3d.track.temporal import TemporalModel, denoise_depths, probability_columns, segment_depths
 
 PX = 0.1  # Å per pixel of the synthetic frames
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hrtem3d.analyze.evaluate import movie_depth_accuracy
-from hrtem3d.analyze.events import EVENT_FIELDS, match_events
-from hrtem3d.analyze.segment import TABLE_FIELDS
 from hrtem3d.cli import app
+from hrtem3d.evaluate.metrics import movie_depth_accuracy
+from hrtem3d.segment.segmenter import TABLE_FIELDS
 from hrtem3d.simulate.movie import MovieConfig, simulate_movie, write_movie
+from hrtem3d.track.events import EVENT_FIELDS, match_events
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_track_resumes_after_an_interruption_and_skips_bad_frames(movie, tmp_pat
     path = tmp_path / "movie.npy"
     np.save(path, frames)
     out = tmp_path / "out"
-    import hrtem3d.tracking as tracking
+    import hrtem3d.jobs.track_movie as tracking
 
     real = tracking.segment_chunk
     calls, armed = [], [True]

@@ -155,8 +155,8 @@ def segment(
     Writes OUT/<input stem>/columns.csv (frame, column_id, x_px, y_px, x_A, y_A, species, n_atoms,
     confidence), labels.tif, confidence.tif and overlay.png; with --export-3d also model.xyz and model.cif.
     """
-    from hrtem3d.analyze.segment import Segmenter
-    from hrtem3d.workflows import segment_file
+    from hrtem3d.jobs.workflows import segment_file
+    from hrtem3d.segment.segmenter import Segmenter
 
     seg = Segmenter(model, device=device, contrast=contrast, tta=tta)
     for path in inputs:
@@ -198,9 +198,9 @@ def track(
     OUT/summary.json and the figures. Memory stays bounded: frames are read and segmented a chunk
     at a time. Interrupted? Rerun the same command: finished chunks are kept.
     """
-    from hrtem3d.analyze.changepoint import ChangeModel
-    from hrtem3d.analyze.temporal import TemporalModel
-    from hrtem3d.tracking import TrackSettings, track_movie
+    from hrtem3d.jobs.track_movie import TrackSettings, track_movie
+    from hrtem3d.track.changepoint import ChangeModel
+    from hrtem3d.track.temporal import TemporalModel
 
     if not change_threshold > 0:
         raise HrtemError(f"--change-threshold must be positive, got {change_threshold}")
@@ -227,7 +227,7 @@ def evaluate(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Accuracy against ground truth per dose, with the intensity-counting and majority baselines."""
-    from hrtem3d.workflows import evaluate_to_folder
+    from hrtem3d.jobs.workflows import evaluate_to_folder
 
     d = tuple(float(v) for v in doses.split(","))
     summary = evaluate_to_folder(model, data, out, train_data, d, max_structures, progress, tta=tta)
@@ -244,7 +244,7 @@ def calibrate(
 ) -> None:
     """Fit per-species detection thresholds and calibrate the column confidence (Platt scaling) on
     validation structures of the training store, never on test data."""
-    from hrtem3d.analyze.calibrate import calibrate_model
+    from hrtem3d.evaluate.calibrate import calibrate_model
 
     c = calibrate_model(model, data, out, n_images)
     t = c["detection_threshold"]
@@ -263,7 +263,7 @@ def demo(out: Path = typer.Option(Path("demo_output"), help="Folder for the demo
     """Run the pipeline on built-in simulated examples: one particle imaged and segmented, then a
     24-frame in-situ movie with three known events, tracked and compared with the truth (a few minutes).
     """
-    from hrtem3d.demo import data_demo, model_available, movie_demo
+    from hrtem3d.jobs.demo import data_demo, model_available, movie_demo
 
     r = data_demo(out, seed=seed)
     typer.echo(f"simulated {r['formula']} ({r['atoms']} atoms, {r['columns']} columns, "

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-import hrtem3d
+from hrtem3d._version import __version__
 from hrtem3d.errors import HrtemError
 
 FORMAT = "hrtem3d-dataset"
@@ -54,7 +54,7 @@ def create_or_open(path: str | Path, settings: dict) -> zarr.Group:
             return root
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
         root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
-                           "package_version": hrtem3d.__version__, "settings": settings})
+                           "package_version": __version__, "settings": settings})
         root.create_group("structures")
         return root
     except OSError as e:
@@ -80,7 +80,7 @@ def check_format(root: zarr.Group, path: Path) -> None:
         raise HrtemError(f"{path} is not an hrtem3d dataset store; make one with `hrtem3d simulate`")
     if attrs.get("format_version") != FORMAT_VERSION:
         raise HrtemError(f"{path} has dataset format version {attrs.get('format_version')}, this hrtem3d "
-                         f"({hrtem3d.__version__}) reads version {FORMAT_VERSION}; simulate it again")
+                         f"({__version__}) reads version {FORMAT_VERSION}; simulate it again")
 
 
 def completed(root: zarr.Group) -> set[int]:

@@ -38,7 +38,7 @@ def save_model(path: str | os.PathLike, model: UNet, metadata: dict | None = Non
     """
     from safetensors.torch import save_file
 
-    from hrtem3d import __version__
+    from hrtem3d._version import __version__
 
     path = Path(path)
     full = dict(metadata or {})

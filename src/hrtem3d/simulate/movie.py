@@ -6,7 +6,7 @@ Each of the four structure states is simulated once by multislice; every frame i
 image shifted by the frame's drift, blurred by the drift during the exposure, and detected with
 new shot noise at the frame dose. Lengths in Å, times in s, doses in e/Å² per frame.
 
-Pixel convention (as `hrtem3d.demo`): sample (row i, column j) of a frame sits at
+Pixel convention (as `hrtem3d.jobs.demo`): sample (row i, column j) of a frame sits at
 (y, x) = (i, j) x pixel size, so a column at x_A appears at x_px = x_A / pixel_size_A.
 """
 
@@ -21,6 +21,7 @@ from ase import Atoms
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from hrtem3d.contracts import TRUTH_EVENT_FIELDS, TRUTH_FIELDS
 from hrtem3d.fsutil import atomic_write
 from hrtem3d.simulate.multislice import MultisliceConfig, exit_wave
 from hrtem3d.simulate.optics import Detector, Optics, blur, detect, image_intensity
@@ -28,9 +29,6 @@ from hrtem3d.simulate.scope import fourier_resample
 from hrtem3d.structure import CERIA, ParticleEnvelope, column_table, random_particle
 from hrtem3d.structure.columns import column_keys
 
-EVENT_KINDS = ("ce_loss", "o_vacancy", "migration")
-TRUTH_FIELDS = ["frame", "species", "x_A", "y_A", "x_px", "y_px", "n_atoms", "key_u", "key_v"]
-EVENT_FIELDS = ["frame", "kind", "species", "key_u", "key_v", "x_A", "y_A", "x_px", "y_px", "n_before", "n_after"]
 SITE_SEPARATION_A = 6.0  # minimum distance between event sites, and from the image edge (Å)
 MIGRATION_RANGE_A = (3.0, 7.0)  # distance between the two columns of the migration (Å)
 MAX_PARTICLES = 20  # particles drawn before giving up on finding event sites
@@ -368,4 +366,4 @@ def _event_table(changes: list[dict], tables: list[pd.DataFrame], event_frames, 
         rows.append({"frame": f, "kind": ch["kind"], "species": ch["species"], "key_u": ch["key"][0],
                      "key_v": ch["key"][1], "x_A": x, "y_A": y, "x_px": x / pixel, "y_px": y / pixel,
                      "n_before": n[0][0], "n_after": n[1][0]})
-    return pd.DataFrame(rows, columns=EVENT_FIELDS)
+    return pd.DataFrame(rows, columns=TRUTH_EVENT_FIELDS)

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from hrtem3d.analyze.changepoint import ChangeModel, noise_sigma, segments, split_gain, standardize
 from hrtem3d.labels.scheme import ClassScheme
+from hrtem3d.track.changepoint import ChangeModel, noise_sigma, segments, split_gain, standardize
 
 CHANGE_FIELDS = ["track", "t", "n_before", "n_after", "confidence"]
 

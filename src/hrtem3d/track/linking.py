@@ -16,6 +16,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from hrtem3d.contracts import TRACK_FIELDS
+
 
 def link_columns(columns: pd.DataFrame, search_range_A: float = 0.6, memory: int = 5,
                  merge_A: float = 0.5) -> pd.DataFrame:
@@ -85,8 +87,7 @@ def track_table(columns: pd.DataFrame) -> pd.DataFrame:
     """One row per linked column: column_id, species, mean position (drift-corrected and in
     the input's pixels), first_frame, last_frame, n_frames."""
     if columns.empty:
-        return pd.DataFrame(columns=["column_id", "species", "x_px", "y_px", "xc_A", "yc_A", "first_frame",
-                                     "last_frame", "n_frames"])
+        return pd.DataFrame(columns=TRACK_FIELDS)
     g = columns.groupby("column_id")
     out = g.agg(x_px=("x_px", "mean"), y_px=("y_px", "mean"), xc_A=("xc_A", "mean"), yc_A=("yc_A", "mean"),
                 first_frame=("frame", "min"), last_frame=("frame", "max"), n_frames=("frame", "nunique"))

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-EVENT_FIELDS = ["frame", "time_s", "column_id", "species", "x_px", "y_px", "n_before", "n_after", "confidence",
-                "kind"]
+from hrtem3d.contracts import EVENT_FIELDS
 
 
 def find_events(changes: pd.DataFrame, frames: np.ndarray, tracks: pd.DataFrame, columns: pd.DataFrame,

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from hrtem3d.analyze.model3d import RULES, columns_to_atoms, write_model
-from hrtem3d.analyze.segment import Segmenter
 from hrtem3d.errors import HrtemError
+from hrtem3d.export.model3d import RULES, columns_to_atoms, write_model
 from hrtem3d.fsutil import atomic_write, save_figure
 from hrtem3d.io import open_image
+from hrtem3d.segment.segmenter import Segmenter
 from hrtem3d.viz.overlay import overlay_figure
 
 
@@ -22,7 +22,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
 
     Outputs: `columns.csv` (the DESIGN.md column table), `labels.tif` (uint8 class per
     pixel, one page per frame), `confidence.tif` (float32), `overlay.png` (first frame).
-    With `export_3d`, also the estimated 3D model (`analyze.model3d`, columns stacked along
+    With `export_3d`, also the estimated 3D model (`export.model3d`, columns stacked along
     the beam by `stack_rule`): `model.xyz` (extended XYZ, one structure per segmented frame)
     and `model.cif` (the first). Each file is written to a temporary name and renamed when complete.
     """
@@ -71,13 +71,13 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
 
 def evaluate_to_folder(model_path, test_path, out_dir, train_path=None, doses=None, max_structures=None,
                        progress: bool = True, tta: int = 1) -> pd.DataFrame:
-    """Run `analyze.evaluate.evaluate` and write summary.csv/.md, columns.parquet and the plots."""
-    from hrtem3d.analyze.evaluate import DOSES, evaluate, expected_calibration_error, reliability
+    """Run `evaluate.metrics.evaluate` and write summary.csv/.md, columns.parquet and the plots."""
+    from hrtem3d.evaluate.metrics import DOSES, evaluate, expected_calibration_error, reliability
     from hrtem3d.viz.evaluation import accuracy_vs_dose, confusion_figure, reliability_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from hrtem3d.analyze.segment import Segmenter
+    from hrtem3d.segment.segmenter import Segmenter
 
     seg = Segmenter(model_path, contrast="bright", tta=tta)
     r = evaluate(model_path, test_path, train_path, doses or DOSES, max_structures, progress=progress, segmenter=seg)

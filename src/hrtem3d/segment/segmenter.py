@@ -14,15 +14,17 @@ import pandas as pd
 import torch
 from skimage.transform import resize
 
-from hrtem3d.analyze.columns import find_columns
+from hrtem3d.contracts import COLUMN_FIELDS
 from hrtem3d.data.normalize import noise_level, normalizer
 from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model
 from hrtem3d.model.unet import pick_device
+from hrtem3d.segment.columns import find_columns
+from hrtem3d.segment.confidence import apply_calibration
 
-TABLE_FIELDS = ["frame", "column_id", "x_px", "y_px", "x_A", "y_A", "species", "n_atoms", "confidence"]
+TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
 # extra fields follow: p_column (column probability at the centre), p_<class> (pooled class probabilities),
 # intensity (mean normalised image within 0.4 Å of the centre, at the model's pixel size)
 
@@ -40,7 +42,7 @@ class Segmentation:
 
 def column_intensity(work: np.ndarray, x: np.ndarray, y: np.ndarray, radius_px: float) -> np.ndarray:
     """Mean of the normalised working image within `radius_px` of each column centre (working pixels)."""
-    from hrtem3d.analyze.columns import disc_offsets
+    from hrtem3d.segment.columns import disc_offsets
 
     if len(x) == 0:
         return np.zeros(0, np.float32)
@@ -156,8 +158,6 @@ class Segmenter:
             need = cols["species"].map({s: self.detection.get(s, 0.0) for s in self.scheme.species}).fillna(0.0)
             cols = cols[cols["p_column"] >= need].reset_index(drop=True)
         if self.calibration and len(cols):
-            from hrtem3d.analyze.calibrate import apply_calibration
-
             cal = self.calibration
             feature = np.log(max(noise_level(work), 1e-6)) if cal.get("c") else 0.0
             cols["confidence"] = apply_calibration(cols["confidence"].to_numpy(), cal["a"], cal["b"],

@@ -18,24 +18,14 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from hrtem3d.analyze.evaluate import match_columns
-from hrtem3d.analyze.segment import Segmenter
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import noise_level
+from hrtem3d.evaluate.metrics import match_columns
 from hrtem3d.model.io import load_model, save_model
+from hrtem3d.segment.confidence import apply_calibration, logit  # noqa: F401  (re-exported)
+from hrtem3d.segment.segmenter import Segmenter
 from hrtem3d.train.loop import split_structures, training_class_weights
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def apply_calibration(conf: np.ndarray, a: float, b: float, c: float = 0.0, feature: float | np.ndarray = 0.0
-                      ) -> np.ndarray:
-    """Calibrated confidence sigma(a * logit(conf) + b + c * feature)."""
-    return 1 / (1 + np.exp(-(a * logit(np.asarray(conf, float)) + b + c * np.asarray(feature, float))))
 
 
 def fit_platt(conf: np.ndarray, correct: np.ndarray, feature: np.ndarray | None = None

@@ -31,7 +31,7 @@ def movie_figures(src, dest: Path, cols: pd.DataFrame, tracks: pd.DataFrame, eve
                   frames: np.ndarray, drift_A: np.ndarray, model: str | None, contrast: str,
                   fps: float | None) -> list[str]:
     """Write overlay.gif, figure2.png, depth_traces.png and event_map.png into `dest`; returns the paths."""
-    from hrtem3d.analyze.segment import Segmenter
+    from hrtem3d.segment.segmenter import Segmenter
 
     files = []
     gif_fps = min(fps or 7.5, 25.0)

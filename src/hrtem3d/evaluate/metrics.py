@@ -15,11 +15,11 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from hrtem3d.analyze.columns import disc_offsets
-from hrtem3d.analyze.segment import Segmenter
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import relative_contrast
+from hrtem3d.segment.columns import disc_offsets
+from hrtem3d.segment.segmenter import Segmenter
 
 DOSES = (100.0, 300.0, 1000.0, 3000.0, 10000.0)
 

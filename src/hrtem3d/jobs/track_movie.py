@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hrtem3d.analyze.drift import frame_shift
-from hrtem3d.analyze.events import find_events
-from hrtem3d.analyze.linking import link_columns, track_table
-from hrtem3d.analyze.segment import TABLE_FIELDS, Segmenter
-from hrtem3d.analyze.temporal import TemporalModel, denoise_depths, name_probabilities
 from hrtem3d.errors import HrtemError
 from hrtem3d.fsutil import atomic_write
 from hrtem3d.io import open_image
+from hrtem3d.segment.segmenter import TABLE_FIELDS, Segmenter
+from hrtem3d.track.analysis import analyze_movie
+from hrtem3d.track.drift import frame_shift
+from hrtem3d.track.temporal import TemporalModel, name_probabilities
 
 PARTS = ".parts"
 
@@ -45,7 +44,7 @@ class TrackSettings:
         model: a model file; None uses the shipped default.
         contrast: "auto", "bright" or "dark" (decided once, on the reference frame).
         compile: run the network through torch.compile (see `Segmenter`).
-        search_range_A, memory: linking (see `analyze.linking.link_columns`).
+        search_range_A, memory: linking (see `track.linking.link_columns`).
         temporal: the depth HMM settings.
     """
 
@@ -229,44 +228,6 @@ def gather_parts(dest: Path, start: int, stop: int, chunk: int) -> tuple[pd.Data
     return cols, np.asarray(frames, int), np.asarray(drift, float).reshape(-1, 2), skipped
 
 
-def analyze_movie(cols: pd.DataFrame, frames: np.ndarray, drift: np.ndarray, field_A: tuple[float, float],
-                  times: np.ndarray, pixel_size_A: float, scheme, s: TrackSettings) -> tuple:
-    """Link, denoise depths in time and find events: (columns, tracks, events).
-
-    Detections linked into fewer than `s.temporal.min_frames` frames (noise seen once, an
-    empty site now and then) keep their single-frame values and get `column_id` -1; they
-    are not tracks.
-    """
-    cols = link_columns(cols, s.search_range_A, s.memory)
-    cols = cols.rename(columns={"n_atoms": "n_atoms_raw", "confidence": "confidence_raw", "species": "species_raw"})
-    seen = cols.groupby("column_id")["frame"].transform("nunique").to_numpy()
-    short = seen < min(s.temporal.min_frames, len(frames))
-    linked = cols[~short].copy()
-    tracks = track_table(linked.rename(columns={"species_raw": "species"}))
-    path, conf, changes = denoise_depths(linked, tracks, frames, drift, field_A, scheme, s.temporal)
-    fi = np.searchsorted(frames, linked["frame"].to_numpy())
-    ti = pd.Series(np.arange(len(tracks)), index=tracks["column_id"]).loc[linked["column_id"]].to_numpy()
-    linked["species"] = tracks["species"].to_numpy()[ti]
-    linked["n_atoms"] = path[fi, ti]
-    linked["confidence"] = conf[fi, ti]
-    lone = cols[short].assign(column_id=-1, species=lambda d: d["species_raw"], n_atoms=lambda d: d["n_atoms_raw"],
-                              confidence=lambda d: d["confidence_raw"])
-    cols = pd.concat([linked, lone], ignore_index=True)
-    cols["time_s"] = times[np.searchsorted(frames, cols["frame"].to_numpy())]
-    events = find_events(changes, frames, tracks, linked, times, pixel_size_A)
-    first = np.searchsorted(frames, tracks["first_frame"].to_numpy())
-    last = np.searchsorted(frames, tracks["last_frame"].to_numpy())
-    tracks["n_atoms_first"] = path[first, np.arange(len(tracks))]
-    tracks["n_atoms_last"] = path[last, np.arange(len(tracks))]
-    tracks["n_events"] = tracks["column_id"].map(events["column_id"].value_counts()).fillna(0).astype(int)
-    # a track's position: drift-corrected, in the pixels of the reference (first processed) frame
-    tracks["x_px"], tracks["y_px"] = tracks["xc_A"] / pixel_size_A, tracks["yc_A"] / pixel_size_A
-    keep = TABLE_FIELDS + ["time_s", "n_atoms_raw", "confidence_raw", "species_raw", "p_column", "intensity",
-                           "drift_x_A",
-                           "drift_y_A", "xc_A", "yc_A"]
-    return cols[[c for c in keep if c in cols]].sort_values(["frame", "column_id"]), tracks, events
-
-
 def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings | None = None,
                 progress: bool = True, figures: bool = True) -> dict:
     """The whole `track` command: see the module docstring. Returns a summary dict."""
@@ -285,7 +246,9 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
     scheme = model_scheme(s.model)
     ny, nx = src.shape[1:]
     field_A = (nx * src.pixel_size_A, ny * src.pixel_size_A)
-    cols, tracks, events = analyze_movie(cols, frames, drift, field_A, times, src.pixel_size_A, scheme, s)
+    cols, tracks, events = analyze_movie(cols, frames=frames, drift_A=drift, field_A=field_A, times_s=times,
+                                         pixel_size_A=src.pixel_size_A, scheme=scheme,
+                                         search_range_A=s.search_range_A, memory=s.memory, temporal=s.temporal)
     atomic_write(dest / "columns.parquet", lambda p: cols.to_parquet(p, index=False))
     atomic_write(dest / "tracks.parquet", lambda p: tracks.to_parquet(p, index=False))
     atomic_write(dest / "events.csv", lambda p: events.to_csv(p, index=False, float_format="%.4f"))
@@ -298,7 +261,7 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
     if interval is None:
         summary["note"] = "the file gives no frame interval and --fps was not set: time_s counts frames"
     if figures:
-        from hrtem3d.track_figures import movie_figures
+        from hrtem3d.jobs.track_figures import movie_figures
 
         summary["figures"] = movie_figures(src, dest, cols, tracks, events, frames, drift, s.model, contrast,
                                            1.0 / interval if interval else None)
