@@ -151,3 +151,20 @@ def test_scope_training_sample_shapes(tiny_store):
         x, t, w = ds[i]
         assert x.shape == (1, 64, 64) and t.shape == (2, 64, 64) and w.shape == (64, 64)
         assert np.isfinite(x.numpy()).all() and abs(float(x.mean())) < 0.5
+
+
+def test_p_clean_leaves_that_share_of_samples_without_any_effect():
+    from hrtem3d.simulate.optics import Optics
+
+    rng = np.random.default_rng(3)
+    env = ScopeEnvelope(p_effect=1.0, p_clean=0.3)
+    clean = 0
+    for _ in range(400):
+        o = Optics()
+        acq = env.sample(rng, o)
+        bare = acq.film_layers == 0 and acq.vibration_A == 0 and acq.background == 0 and o.c21_A == 0
+        clean += bare
+        assert env.pixel_size_A[0] <= acq.native_pixel_A <= env.pixel_size_A[1]  # the pixel is still drawn
+    assert 0.22 < clean / 400 < 0.38  # binomial: 0.3 +- 4 sigma
+    with pytest.raises(ValueError):
+        ScopeEnvelope(p_clean=1.5).validate()

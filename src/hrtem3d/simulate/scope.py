@@ -59,6 +59,10 @@ class Acquisition:
 class ScopeEnvelope:
     """Ranges of what the microscope adds (training draws each effect with probability `p_effect`).
 
+    With probability `p_clean` a sample gets none of the effects (only the native pixel size, its
+    calibration error and the resampling `segment` applies), so the ideal-image case keeps its share
+    of the training signal instead of 1 in 2^7.
+
     Units: pixel sizes in Å, calibration_error relative (1 sigma), film in nm, aberrations in nm,
     vibration in Å (sigma), background as a fraction of the mean intensity, mtf_half as a fraction
     of the native Nyquist frequency (MTF 0.5 there).
@@ -75,6 +79,7 @@ class ScopeEnvelope:
     mtf_half: tuple[float, float] = (0.25, 1.5)
     p_effect: float = 0.5
     p_pixel_sinc: float = 0.5
+    p_clean: float = 0.25
 
     def validate(self) -> None:
         """Raise ValueError for impossible ranges."""
@@ -83,7 +88,8 @@ class ScopeEnvelope:
                 raise ValueError(f"{k}: need 0 <= min <= max, got {v}")
         if self.pixel_size_A[0] <= 0 or self.mtf_half[0] <= 0:
             raise ValueError("pixel sizes and mtf_half must be positive")
-        if not 0 <= self.p_effect <= 1 or not 0 <= self.p_pixel_sinc <= 1 or self.calibration_error < 0:
+        probs = (self.p_effect, self.p_pixel_sinc, self.p_clean)
+        if not all(0 <= q <= 1 for q in probs) or self.calibration_error < 0:
             raise ValueError("probabilities must lie in 0..1 and the calibration error be >= 0")
 
     def sample(self, rng: np.random.Generator, optics: Optics | None = None,
@@ -93,6 +99,8 @@ class ScopeEnvelope:
         on = lambda: rng.random() < self.p_effect  # noqa: E731
         p = float(u(*self.pixel_size_A))
         acq = Acquisition(native_pixel_A=p, stated_pixel_A=p * float(np.exp(rng.normal(0, self.calibration_error))))
+        if rng.random() < self.p_clean:
+            return acq
         if on():
             acq.film_layers = int(rng.integers(self.film_nm[0], self.film_nm[1] + 1))
         if on():
