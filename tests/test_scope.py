@@ -168,3 +168,15 @@ def test_p_clean_leaves_that_share_of_samples_without_any_effect():
     assert 0.22 < clean / 400 < 0.38  # binomial: 0.3 +- 4 sigma
     with pytest.raises(ValueError):
         ScopeEnvelope(p_clean=1.5).validate()
+
+
+def test_background_ripple_keeps_the_cell_periodic(rng):
+    """The ripple is made of whole cycles across the cell, so Fourier resampling adds no edge ringing."""
+    img = np.ones((96, 96), np.float32)
+    out = add_background(img, Acquisition(background=1.0, background_ripple=0.1), rng)
+    assert out.std() > 1e-3  # there is a ripple
+    # a periodic field continues smoothly across the wrap-around: the jump from the last row/column to
+    # the first is no larger than a step between neighbours inside
+    inner = max(np.abs(np.diff(out, axis=0)).max(), np.abs(np.diff(out, axis=1)).max())
+    wrap = max(np.abs(out[0] - out[-1]).max(), np.abs(out[:, 0] - out[:, -1]).max())
+    assert wrap <= 1.01 * inner

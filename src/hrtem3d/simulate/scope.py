@@ -143,10 +143,14 @@ def add_background(intensity: np.ndarray, acq: Acquisition, rng: np.random.Gener
         return intensity
     n = intensity.shape
     s = np.ones(n, np.float32)
-    if acq.background_ripple > 0:  # a few slow waves across the field
-        yy, xx = np.mgrid[0:n[0], 0:n[1]] / np.float32(max(n))
+    if acq.background_ripple > 0:  # a few slow waves across the field, whole cycles so the cell stays periodic
+        yy, xx = np.mgrid[0:n[0], 0:n[1]].astype(np.float32)
+        yy, xx = yy / n[0], xx / n[1]
         for _ in range(3):
-            k = rng.uniform(0.3, 1.5, 2) * 2 * np.pi * rng.choice([-1, 1], 2)
+            m = np.zeros(2)
+            while not m.any():
+                m = rng.integers(-1, 2, 2)
+            k = 2 * np.pi * m
             s += np.float32(acq.background_ripple / 3) * np.cos(k[0] * yy + k[1] * xx + rng.uniform(0, 2 * np.pi))
     b = np.float32(acq.background)
     return ((intensity + b * float(intensity.mean()) * s) / (1 + b)).astype(np.float32)
