@@ -220,7 +220,7 @@ def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, 
     from conftest import tiny_settings
 
     from hrtem3d.data.generate import simulate_dataset
-    from hrtem3d.evaluate.calibrate import fit_detection_thresholds
+    from hrtem3d.evaluate.calibrate import fit_detection_thresholds, scope_of
     from hrtem3d.model.io import read_metadata
     from hrtem3d.segment.segmenter import Segmenter
 
@@ -234,7 +234,9 @@ def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, 
     t = read_metadata(model)["detection_threshold"]
     grid = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
     assert t["Ce"] in grid and t["O"] in grid and 0 <= t["recall"] <= 1 and 0 <= t["precision"] <= 1
-    assert t == {**fit_detection_thresholds(model, tiny_store), "fitted_on": str(tiny_store)}  # reproducible
+    scope = scope_of(read_metadata(model))
+    assert scope is not None  # the tiny model was trained through the microscope envelope: calibrated through it
+    assert t == {**fit_detection_thresholds(model, tiny_store, scope=scope), "fitted_on": str(tiny_store)}
     seg = Segmenter(model, contrast="bright")
     seg.detection = {"Ce": 0.95, "O": 0.95}
     img = np.random.default_rng(0).poisson(50, (96, 96)).astype(np.float32)

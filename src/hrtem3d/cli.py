@@ -100,7 +100,8 @@ def train(
     threads: int = typer.Option(0, help="Torch CPU threads (0 = torch's default)."),
     val_every: int = typer.Option(250, help="Steps between validations."),
     normalization: str = typer.Option("relative", help="Input normalisation: relative (intensity over the "
-                                      "frame's mean, minus 1) or median/MAD (the first model's)."),
+                                      "frame's mean, minus 1), mean/std (per-image standardisation) or "
+                                      "median/MAD (the first model's)."),
     scope: bool = typer.Option(True, help="Form training images as a microscope would (native pixel sizes "
                                           "0.045-0.16 Å, calibration error, carbon film, residual "
                                           "aberrations, vibration, background, MTF) and resample them as "

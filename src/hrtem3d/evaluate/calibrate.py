@@ -6,6 +6,10 @@ dose as a second input: one map for every dose), fitted on validation structures
 training store at doses drawn across the envelope, makes it a calibrated probability
 that the reported atom count (and species) is right. The map is stored in the model file.
 
+A model trained through the microscope envelope (`scope_envelope` in its file) is calibrated on
+validation images drawn through the same envelope, at native pixel sizes with a stated calibration,
+as `segment` meets them; a model without one on images at the store's sampling.
+
 The same validation structures also set the detection threshold of each species (the
 column probability a peak needs to be reported): empty surface O sites look like faint
 one-atom O columns, so O needs a higher threshold than Ce.
@@ -25,6 +29,7 @@ from hrtem3d.evaluate.metrics import match_columns
 from hrtem3d.model.io import load_model, save_model
 from hrtem3d.segment.confidence import apply_calibration, logit  # noqa: F401  (re-exported)
 from hrtem3d.segment.segmenter import Segmenter
+from hrtem3d.simulate.scope import ScopeEnvelope
 from hrtem3d.train.loop import split_structures, training_class_weights
 
 
@@ -59,18 +64,43 @@ def _validation(data: str | Path) -> tuple:
     return val_idx, n, sampling, groups
 
 
+def scope_of(meta: dict) -> ScopeEnvelope | None:
+    """The microscope envelope a model was trained through (None for a model trained on ideal images)."""
+    d = meta.get("scope_envelope")
+    if not d:
+        return None
+    return ScopeEnvelope(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()
+                            if k in ScopeEnvelope.__dataclass_fields__})
+
+
+def _validation_image(ds: HrtemDataset, i: int, k: int, truth, sampling: float):
+    """(image, stated pixel size Å, truth in the image's frame, Å per input pixel in truth's frame)."""
+    d = ds.draw(i, structure=k)
+    if "acquisition" not in d:
+        return d["counts"], sampling, truth, sampling
+    oy, ox = d["origin_A"]
+    return d["counts"], d["pixel_size_A"], truth.assign(x_A=truth.x_A - ox, y_A=truth.y_A - oy), d["native_pixel_A"]
+
+
+def _in_true_A(columns, true_pixel_A: float):
+    """Predicted positions in true Å (the stated calibration may be off; the comparison must not be)."""
+    return columns.assign(x_A=columns.x_px * true_pixel_A, y_A=columns.y_px * true_pixel_A)
+
+
 def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: float = 1000.0, seed: int = 6,
-                             grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)) -> dict:
+                             grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9),
+                             scope: ScopeEnvelope | None = None) -> dict:
     """Per-species detection thresholds (column probability) that maximise min(recall, precision)
     on the validation structures of `data` at `dose` (e/Å²); ties go to the higher recall."""
     val_idx, n, sampling, groups = _validation(data)
     seg = Segmenter(model_path, contrast="bright")
     seg.calibration, seg.detection = None, None
-    ds = HrtemDataset(data, val_idx, crop=n, dose=dose, seed=seed, augment=False)
+    ds = HrtemDataset(data, val_idx, crop=n, dose=dose, seed=seed, augment=False, scope=scope)
     runs = []
     for k in range(len(val_idx)):
-        truth = store.read_columns(groups[ds.indices[k]])
-        runs.append((truth, seg.segment(ds.draw(k, structure=k)["counts"], sampling).columns))
+        image, stated, truth, true_px = _validation_image(ds, k, k, store.read_columns(groups[ds.indices[k]]),
+                                                          sampling)
+        runs.append((truth, _in_true_A(seg.segment(image, stated).columns, true_px)))
     best = None
     for t_ce in grid:
         for t_o in grid:
@@ -87,20 +117,21 @@ def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: flo
 
 
 def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 60, seed: int = 5,
-                      thresholds: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      thresholds: dict | None = None, scope: ScopeEnvelope | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw confidence, correct, log relative noise of the image) of matched columns on validation
     structures of `data`, doses drawn across the envelope."""
     val_idx, n, sampling, groups = _validation(data)
     seg = Segmenter(model_path, contrast="bright")
     seg.calibration, seg.detection = None, thresholds
-    ds = HrtemDataset(data, val_idx, crop=n, seed=seed, augment=False)
+    ds = HrtemDataset(data, val_idx, crop=n, seed=seed, augment=False, scope=scope)
     conf, ok, feat = [], [], []
     for i in range(n_images):
         k = i % len(val_idx)
-        d = ds.draw(i, structure=k)
-        truth = store.read_columns(groups[ds.indices[k]])
-        s = seg.segment(d["counts"], sampling)
-        m = match_columns(truth, s.columns)
+        image, stated, truth, true_px = _validation_image(ds, i, k, store.read_columns(groups[ds.indices[k]]),
+                                                          sampling)
+        s = seg.segment(image, stated)
+        m = match_columns(truth, _in_true_A(s.columns, true_px))
         m = m[m.pred_row >= 0]
         conf.append(m.confidence.to_numpy(float))
         ok.append(((m.pred_species == m.species) & (m.pred_n == m.n_atoms)).to_numpy())
@@ -123,12 +154,14 @@ def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | 
         meta["class_weights"] = training_class_weights(data, meta.get("train_config", {})).tolist()
         model_path = out = out or model_path
         save_model(model_path, model, meta)
-    thresholds = fit_detection_thresholds(model_path, data)
-    conf, ok, feat = calibration_pairs(model_path, data, n_images, thresholds={"Ce": thresholds["Ce"],
-                                                                               "O": thresholds["O"]})
+    scope = scope_of(meta)
+    thresholds = fit_detection_thresholds(model_path, data, scope=scope)
+    conf, ok, feat = calibration_pairs(model_path, data, n_images, scope=scope,
+                                       thresholds={"Ce": thresholds["Ce"], "O": thresholds["O"]})
     a, b, c = fit_platt(conf, ok, feat)
     meta["detection_threshold"] = {**thresholds, "fitted_on": str(data)}
     meta["column_calibration"] = {"a": a, "b": b, "c": c, "feature": "log noise_level(working image)",
-                                  "n_columns": int(len(conf)), "fitted_on": str(data)}
+                                  "n_columns": int(len(conf)), "fitted_on": str(data),
+                                  "through_scope": scope is not None}
     save_model(out or model_path, model, meta)
     return {**meta["column_calibration"], "detection_threshold": thresholds}
