@@ -107,6 +107,9 @@ def train(
                                           "aberrations, vibration, background, MTF) and resample them as "
                                           "segment does; --no-scope trains on the store's grid only."),
     init: Path = typer.Option(None, help="Start from this model file's weights (fine-tuning; same --widths)."),
+    val_fraction: float = typer.Option(0.1, help="Share of the store's structures held out for validation "
+                                                 "(every k-th structure)."),
+    val_samples: int = typer.Option(48, help="Validation crops drawn at each validation."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -124,7 +127,7 @@ def train(
         raise HrtemError(f"--widths must be comma-separated integers, got {widths!r}") from None
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, widths=w, seed=seed, workers=workers,
                       threads=threads, val_every=val_every, normalization=normalization, scope=scope,
-                      init=str(init) if init else None)
+                      init=str(init) if init else None, val_fraction=val_fraction, val_samples=val_samples)
     m = run(data, out, cfg, progress=progress, device=device)
     typer.echo(f"wrote {out}: validation column-pixel accuracy {m.get('col_acc', float('nan')):.3f} "
                f"at step {m.get('step', steps)}")

@@ -114,6 +114,11 @@ def class_counts(root, indices: list[int], scheme: ClassScheme) -> np.ndarray:
     return counts
 
 
+def rank_seed(config: TrainConfig, rank: int) -> int:
+    """The training data seed of process `rank` under torchrun: every rank draws its own samples."""
+    return config.seed * 1000 + rank
+
+
 def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
           envelope: OpticsEnvelope | None = None, progress: bool = True, device: str | None = None,
           scope: ScopeEnvelope | None = None) -> dict:
@@ -148,7 +153,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     envelope = envelope or OpticsEnvelope()
     scope = scope or (ScopeEnvelope() if config.scope else None)
     train_ds = HrtemDataset(data, train_idx, crop=config.crop, samples_per_epoch=config.batch * 200,
-                            envelope=envelope, seed=config.seed * 1000 + rank, class_weights=cw,
+                            envelope=envelope, seed=rank_seed(config, rank), class_weights=cw,
                             centre_weight=config.centre_weight, normalization=config.normalization, scope=scope)
     val_ds = HrtemDataset(data, val_idx, crop=config.crop, samples_per_epoch=config.val_samples,
                           envelope=envelope, seed=10**6 + config.seed, augment=False,
@@ -239,18 +244,21 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def predict_batches(model: UNet, ds: HrtemDataset, dev: torch.device):
-    """Yield (logits, target) over a dataset in eval mode."""
+def predict_batches(model: UNet, ds: HrtemDataset, dev: torch.device, weights: bool = False):
+    """Yield (logits, target) over a dataset in eval mode; (logits, target, pixel weights) with `weights`."""
     model.eval()
     for i in range(len(ds)):
-        x, target, _ = ds[i]
-        yield model(x[None].to(dev)).float().cpu(), target[None]
+        x, target, w = ds[i]
+        out = model(x[None].to(dev)).float().cpu(), target[None]
+        yield (*out, w[None]) if weights else out
 
 
 def validate(model: UNet, ds: HrtemDataset, dev: torch.device) -> dict:
-    """Pixel accuracy at column cores (alpha > 0.9) and on background."""
+    """Pixel accuracy at column cores (alpha > 0.9) and on background, and the training loss on `ds`."""
     core_ok = core_n = bg_ok = bg_n = 0
-    for logits, target in predict_batches(model, ds, dev):
+    losses = []
+    for logits, target, w in predict_batches(model, ds, dev, weights=True):
+        losses.append(float(soft_weighted_ce(logits, target, w)))
         pred = logits.argmax(1)
         cls, alpha = target[:, 0].long(), target[:, 1]
         core = alpha > 0.9
@@ -259,7 +267,7 @@ def validate(model: UNet, ds: HrtemDataset, dev: torch.device) -> dict:
         bg = cls == 0
         bg_ok += int((pred[bg] == 0).sum())
         bg_n += int(bg.sum())
-    return {"col_acc": core_ok / max(core_n, 1), "bg_acc": bg_ok / max(bg_n, 1)}
+    return {"col_acc": core_ok / max(core_n, 1), "bg_acc": bg_ok / max(bg_n, 1), "val_loss": float(np.mean(losses))}
 
 
 def fit_temperature(model: UNet, ds: HrtemDataset, dev: torch.device) -> float:
