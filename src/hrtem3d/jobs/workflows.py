@@ -25,6 +25,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
     With `export_3d`, also the estimated 3D model (`export.model3d`, columns stacked along
     the beam by `stack_rule`): `model.xyz` (extended XYZ, one structure per segmented frame)
     and `model.cif` (the first). Each file is written to a temporary name and renamed when complete.
+    With the segmenter's contrast "auto", the polarity is decided on this input's first frame.
     """
     from tqdm.auto import tqdm
 
@@ -32,6 +33,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
     if export_3d and stack_rule not in RULES:
         raise HrtemError(f"unknown stacking rule {stack_rule!r}; use one of {', '.join(RULES)}")
     src = open_image(path, pixel_size_A=pixel_size_A)
+    segmenter.set_contrast(segmenter.contrast)  # "auto" decides afresh for each input, on its first frame
     dest = Path(out_dir) / path.stem
     dest.mkdir(parents=True, exist_ok=True)
     tables, labels, confs, skipped = [], [], [], []
