@@ -98,14 +98,18 @@ class Chunk:
 
 
 def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
-                reference: np.ndarray | None) -> tuple[pd.DataFrame, tuple[float, float]]:
-    """Segment one movie frame for tracking: its column table (class probabilities named, as
-    `p_Ce3`, and the frame's drift `drift_x_A`, `drift_y_A`) and that drift (dx, dy) in Å against
-    `reference`, a working image of the same movie (None: this frame is the reference, drift 0)."""
+                reference: np.ndarray | None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
+    """Segment one movie frame for tracking: (its column table, its drift (dx, dy) in Å, its working image).
+
+    The table has the class probabilities named (`p_Ce3`...) and the frame's drift `drift_x_A`,
+    `drift_y_A` against `reference`, the working image of the movie's reference frame (None:
+    this frame is the reference, drift 0).
+    """
     s = seg.segment(frame, pixel_size_A, frame=index)
     dx, dy = frame_shift(reference, s.working_image) if reference is not None else (0.0, 0.0)
     d = (dx * seg.pixel_size_A, dy * seg.pixel_size_A)
-    return name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1]), d
+    table = name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1])
+    return table, d, s.working_image
 
 
 def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
@@ -125,7 +129,7 @@ def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
         if not np.isfinite(frame).all():
             skipped[i] = "NaN or Inf pixels"
             continue
-        table, d = track_frame(seg, frame, index=i, pixel_size_A=src.pixel_size_A, reference=reference)
+        table, d, _ = track_frame(seg, frame, index=i, pixel_size_A=src.pixel_size_A, reference=reference)
         tables.append(table)
         done.append(i)
         drift.append(d)
