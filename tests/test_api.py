@@ -7,6 +7,7 @@ package (the file-based `track` job, the CLI), never against numbers written dow
 from __future__ import annotations
 
 import doctest
+import inspect
 import subprocess
 import sys
 
@@ -46,11 +47,14 @@ def _recall_exact(truth: pd.DataFrame, cols: pd.DataFrame) -> tuple[float, float
 
 def test_import_is_quick_and_the_api_names_the_functions():
     code = ("import sys, hrtem3d; heavy = [m for m in ('torch', 'pandas', 'ase', 'hyperspy') if m in sys.modules]; "
-            "import hrtem3d.segment.segmenter, hrtem3d.track.analysis; "
+            "import hrtem3d.segment.segmenter as s, hrtem3d.track.linking as k; "
             "from hrtem3d.segment import segmenter; "
-            "print(heavy, hrtem3d.segment is hrtem3d.api.segment, hrtem3d.track is hrtem3d.api.track)")
+            "print(heavy, hrtem3d.segment.__wrapped__ is hrtem3d.api.segment, s is segmenter, "
+            "hrtem3d.track.linking is k, hrtem3d.track.__wrapped__ is hrtem3d.api.track)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["[]", "True", "True"]  # nothing heavy at import; importing a stage keeps the function
+    assert out == ["[]", "True", "True", "True", "True"]  # nothing heavy at import; stages stay reachable
+    assert "pixel_size_A" in inspect.signature(hrtem3d.segment).parameters
+    assert hrtem3d.segment.__doc__ == hrtem3d.api.segment.__doc__ and "Å" in hrtem3d.track.__doc__
     for name in hrtem3d.__all__:
         assert getattr(hrtem3d, name) is not None, name
     assert issubclass(HrtemError, ValueError)
