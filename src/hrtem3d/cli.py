@@ -155,10 +155,11 @@ def segment(
     Writes OUT/<input stem>/columns.csv (frame, column_id, x_px, y_px, x_A, y_A, species, n_atoms,
     confidence), labels.tif, confidence.tif and overlay.png; with --export-3d also model.xyz and model.cif.
     """
+    from hrtem3d.api import load_model
     from hrtem3d.jobs.workflows import segment_file
-    from hrtem3d.segment.segmenter import Segmenter
 
-    seg = Segmenter(model, device=device, contrast=contrast, tta=tta)
+    seg = load_model(model, device=device, tta=tta)  # one network for every input
+    seg.set_contrast(contrast)  # "auto": decided again on each input's first frame
     for path in inputs:
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
                          stack_rule=stack_rule)
