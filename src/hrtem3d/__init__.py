@@ -8,7 +8,8 @@ The public API (`hrtem3d.api`), imported on first use so that `import hrtem3d` s
 - `segment_movie(source, pixel_size_A)`, `segment_frames(...)`: a movie, streamed frame by frame;
 - `track(movie_columns)`: columns linked in time, denoised depths, events (`TrackResult`);
 - `columns_to_atoms(columns)`, `write_model(...)`: an estimated 3D model (ase);
-- `simulate_particle()`: a quick simulated image with its ground truth;
+- `simulate_particle()`: a quick simulated image with its ground truth; `simulate_movie(MovieConfig())`:
+  an in-situ movie with known events (`hrtem3d.simulate.movie`);
 - `to_markers(columns, signal)`, `add_markers(signal, columns)`: columns drawn on a HyperSpy signal.
 
 Inputs: numpy and dask arrays, HyperSpy Signal2D, `ImageSource`, file paths. Lengths in Å, times in s.
@@ -70,7 +71,8 @@ else:
     track = _entry("track")
 
 _LAZY = {"Model": "hrtem3d.api", "ImageSource": "hrtem3d.api", "open_image": "hrtem3d.api",
-         "columns_to_atoms": "hrtem3d.api", "write_model": "hrtem3d.api",
+         "columns_to_atoms": "hrtem3d.api", "write_model": "hrtem3d.api", "simulate_movie": "hrtem3d.api",
+         "MovieConfig": "hrtem3d.api",
          "to_markers": "hrtem3d.signals", "add_markers": "hrtem3d.signals", "as_frames": "hrtem3d.signals",
          "HrtemError": "hrtem3d.errors", "COLUMN_FIELDS": "hrtem3d.contracts", "TRACK_FIELDS": "hrtem3d.contracts",
          "EVENT_FIELDS": "hrtem3d.contracts"}

@@ -42,13 +42,15 @@ if TYPE_CHECKING:  # the heavy modules (torch, pandas, ase) load on first use, s
 
 __all__ = ["ImageSource", "Model", "MovieColumns", "SimulatedParticle", "TrackResult",  # noqa: F822 (lazy names)
            "columns_to_atoms", "load_model", "open_image", "segment", "segment_frames", "segment_movie",
-           "simulate_particle", "track", "write_model"]
+           "simulate_particle", "track", "write_model", "simulate_movie", "MovieConfig"]
 
 #: Names served from their stage on first use: `Model` is the object `load_model` returns (a loaded
 #: network with its class scheme and pixel size); the others are the stages' own functions.
 _LAZY = {"Model": ("hrtem3d.segment.segmenter", "Segmenter"), "ImageSource": ("hrtem3d.io", "ImageSource"),
          "open_image": ("hrtem3d.io", "open_image"), "columns_to_atoms": ("hrtem3d.export.model3d", "columns_to_atoms"),
-         "write_model": ("hrtem3d.export.model3d", "write_model")}
+         "write_model": ("hrtem3d.export.model3d", "write_model"),
+         "simulate_movie": ("hrtem3d.simulate.movie", "simulate_movie"),
+         "MovieConfig": ("hrtem3d.simulate.movie", "MovieConfig")}
 
 
 def __getattr__(name: str) -> Any:
