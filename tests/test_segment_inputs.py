@@ -51,6 +51,19 @@ def test_auto_contrast_is_decided_for_each_input(bright_and_dark, tmp_path):
     assert (match_columns(p.truth, forced).pred_row >= 0).mean() < 0.85
 
 
+def test_errors_in_library_terms_and_in_the_clis(bright_and_dark, tmp_path):
+    p, bright, _ = bright_and_dark
+    with pytest.raises(hrtem3d.HrtemError) as e:
+        hrtem3d.segment(p.image, p.pixel_size_A, contrast="purple")
+    assert str(e.value).startswith("contrast must be") and e.value.param == "contrast"
+    assert isinstance(e.value, ValueError)
+    for command in (["segment", str(bright), "--out", str(tmp_path), "--pixel-size", "0.16"],
+                    ["track", str(bright), "--out", str(tmp_path / "t"), "--pixel-size", "0.16"]):
+        r = CliRunner().invoke(app, [*command, "--contrast", "purple"])
+        assert r.exit_code == 2 and r.output.startswith("error: --contrast must be bright, dark or auto"), r.output
+        assert len(r.output.strip().splitlines()) == 1
+
+
 def test_track_loads_the_network_once_and_fingerprints_the_model_cheaply(tmp_path, monkeypatch):
     from test_movie_sim import tiny_config
 

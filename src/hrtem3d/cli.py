@@ -24,6 +24,20 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     typer.echo(f"warning: {message}", err=True)
 
 
+#: Library parameters (HrtemError.param) and the options that set them.
+_FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-size", "stack_rule": "--stack-rule",
+          "chunk": "--chunk", "workers": "--workers"}
+
+
+def _in_cli_terms(e: HrtemError) -> str:
+    """The error's message, its parameter named as the option the user typed."""
+    msg = str(e)
+    flag = _FLAGS.get(getattr(e, "param", None) or "")
+    if flag and not msg.startswith("-"):
+        msg = msg.replace(e.param, flag, 1) if e.param in msg else f"{flag}: {msg}"
+    return msg
+
+
 def _friendly(fn):
     """Turn HrtemError and Ctrl-C into one line and an exit code; our warnings into one line each."""
 
@@ -33,7 +47,7 @@ def _friendly(fn):
         try:
             return fn(*args, **kwargs)
         except HrtemError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {_in_cli_terms(e)}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: finished work is kept; rerun the same command to resume", err=True)
@@ -231,7 +245,8 @@ def evaluate(
     from hrtem3d.jobs.workflows import evaluate_to_folder
 
     d = tuple(float(v) for v in doses.split(","))
-    summary = evaluate_to_folder(model, data, out, train_data, d, max_structures, progress, tta=tta)
+    summary = evaluate_to_folder(model, data, out, train_path=train_data, doses=d, max_structures=max_structures,
+                                 progress=progress, tta=tta)
     typer.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -11,4 +11,15 @@ class HrtemError(ValueError):
     >>> from hrtem3d.errors import HrtemError
     >>> issubclass(HrtemError, ValueError)
     True
+
+    `param` names the library parameter at fault (e.g. "contrast", "pixel_size_A"), in the
+    library's terms; the CLI shows it as its option (`--contrast`, `--pixel-size`):
+
+    >>> e = HrtemError("contrast must be bright, dark or auto, got 'x'", param="contrast")
+    >>> e.param, str(e)
+    ('contrast', "contrast must be bright, dark or auto, got 'x'")
     """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param

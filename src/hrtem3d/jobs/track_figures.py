@@ -27,7 +27,7 @@ def _gif_frames(src, frames: np.ndarray, max_frames: int):
                 yield first + k, block[k]
 
 
-def movie_figures(src, dest: Path, cols: pd.DataFrame, tracks: pd.DataFrame, events: pd.DataFrame,
+def movie_figures(src, dest: Path, *, cols: pd.DataFrame, tracks: pd.DataFrame, events: pd.DataFrame,
                   frames: np.ndarray, drift_A: np.ndarray, seg, fps: float | None) -> list[str]:
     """Write overlay.gif, figure2.png, depth_traces.png and event_map.png into `dest`; returns the paths.
 

@@ -275,6 +275,8 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
     s = settings or TrackSettings()
     if s.chunk < 1 or s.workers < 1:
         raise HrtemError("--chunk and --workers must be at least 1")
+    if s.contrast not in ("auto", "bright", "dark"):  # before any model is loaded
+        raise HrtemError(f"contrast must be bright, dark or auto, got {s.contrast!r}", param="contrast")
     path, dest = Path(path), Path(out_dir)
     t0 = time.perf_counter()
     src, stop, contrast = run_chunks(path, dest, s, progress)
@@ -306,8 +308,8 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
         from hrtem3d.jobs.track_figures import movie_figures
 
         seg.set_contrast(contrast)
-        summary["figures"] = movie_figures(src, dest, cols, tracks, events, frames, drift, seg,
-                                           1.0 / interval if interval else None)
+        summary["figures"] = movie_figures(src, dest, cols=cols, tracks=tracks, events=events, frames=frames,
+                                           drift_A=drift, seg=seg, fps=1.0 / interval if interval else None)
     atomic_write(dest / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
     return summary
 

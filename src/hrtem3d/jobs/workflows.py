@@ -16,7 +16,7 @@ from hrtem3d.segment.segmenter import Segmenter
 from hrtem3d.viz.overlay import overlay_figure
 
 
-def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pixel_size_A: float | None = None,
+def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *, pixel_size_A: float | None = None,
                  progress: bool = False, export_3d: bool = False, stack_rule: str = "symmetric") -> dict:
     """Segment every frame of one image or stack; write `out_dir/<stem>/` outputs.
 
@@ -71,8 +71,9 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
     return result
 
 
-def evaluate_to_folder(model_path, test_path, out_dir, train_path=None, doses=None, max_structures=None,
-                       progress: bool = True, tta: int = 1) -> pd.DataFrame:
+def evaluate_to_folder(model_path: str | Path | None, test_path: str | Path, out_dir: str | Path, *,
+                       train_path: str | Path | None = None, doses: tuple[float, ...] | None = None,
+                       max_structures: int | None = None, progress: bool = True, tta: int = 1) -> pd.DataFrame:
     """Run `evaluate.metrics.evaluate` and write summary.csv/.md, columns.parquet and the plots."""
     from hrtem3d.evaluate.metrics import DOSES, evaluate, expected_calibration_error, reliability
     from hrtem3d.viz.evaluation import accuracy_vs_dose, confusion_figure, reliability_figure

@@ -75,7 +75,7 @@ class Segmenter:
                  overlap: int = 48, contrast: str = "auto", threads: int | None = None, compile: bool = False,
                  tta: int = 1):
         if tta not in (1, 2, 4, 8):
-            raise HrtemError(f"--tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}")
+            raise HrtemError(f"tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}", param="tta")
         self.tta = tta
         self.device = pick_device(device)
         if threads:
@@ -102,7 +102,7 @@ class Segmenter:
         input (a movie keeps its polarity) and must not leak into the next file.
         """
         if contrast not in ("bright", "dark", "auto"):
-            raise HrtemError(f"--contrast must be bright, dark or auto, got {contrast!r}")
+            raise HrtemError(f"contrast must be bright, dark or auto, got {contrast!r}", param="contrast")
         self.contrast = contrast
         self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
 
