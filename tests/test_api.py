@@ -62,11 +62,11 @@ def test_import_is_quick_and_the_api_names_the_functions():
 
 def test_doctests_of_the_api_run():
     import hrtem3d.api
+    import hrtem3d.api.signals
     import hrtem3d.contracts
     import hrtem3d.errors
-    import hrtem3d.signals
 
-    for mod in (hrtem3d.api, hrtem3d.signals, hrtem3d.errors, hrtem3d.contracts):
+    for mod in (hrtem3d.api, hrtem3d.api.signals, hrtem3d.errors, hrtem3d.contracts):
         r = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert r.failed == 0 and r.attempted > 0, mod.__name__
 

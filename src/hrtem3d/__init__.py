@@ -73,7 +73,8 @@ else:
 _LAZY = {"Model": "hrtem3d.api", "ImageSource": "hrtem3d.api", "open_image": "hrtem3d.api",
          "columns_to_atoms": "hrtem3d.api", "write_model": "hrtem3d.api", "simulate_movie": "hrtem3d.api",
          "MovieConfig": "hrtem3d.api",
-         "to_markers": "hrtem3d.signals", "add_markers": "hrtem3d.signals", "as_frames": "hrtem3d.signals",
+         "to_markers": "hrtem3d.api.signals", "add_markers": "hrtem3d.api.signals",
+         "as_frames": "hrtem3d.api.signals",
          "HrtemError": "hrtem3d.errors", "COLUMN_FIELDS": "hrtem3d.contracts", "TRACK_FIELDS": "hrtem3d.contracts",
          "EVENT_FIELDS": "hrtem3d.contracts"}
 

@@ -134,7 +134,7 @@ def segment(image: Any, pixel_size_A: float | None = None, model: Model | str | 
         x_A, y_A (Å), species, n_atoms, confidence (0..1); then p_column, p_<class>, intensity).
         `attrs["pixel_size_A"]` records the pixel size used.
     """
-    from hrtem3d.signals import as_frames
+    from hrtem3d.api.signals import as_frames
 
     f = as_frames(image, pixel_size_A)
     if f.n_frames != 1:
@@ -180,7 +180,7 @@ def segment_frames(source: Any, pixel_size_A: float | None = None, model: Model 
     The contrast ("auto") and the drift reference are fixed on the first good frame; frames
     with NaN or Inf pixels are skipped with a warning. Other arguments as `segment_movie`.
     """
-    from hrtem3d.signals import as_frames
+    from hrtem3d.api.signals import as_frames
 
     skipped: list[int] = []
     for item in _segment_frames(as_frames(source, pixel_size_A), _model(model), contrast, start, stop, chunk,
@@ -225,7 +225,7 @@ def segment_movie(source: Any, pixel_size_A: float | None = None, model: Model |
     """
     import pandas as pd
 
-    from hrtem3d.signals import as_frames
+    from hrtem3d.api.signals import as_frames
 
     f = as_frames(source, pixel_size_A, frame_interval_s)
     m = _model(model)
