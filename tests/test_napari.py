@@ -21,6 +21,18 @@ from hrtem3d.io import open_image  # noqa: E402
 from hrtem3d.napari.reader import get_reader  # noqa: E402
 from hrtem3d.napari.widget import columns_to_points, layer_pixel_size_A  # noqa: E402
 
+
+def _qt_gui() -> bool:
+    """Whether Qt's widgets load (they need system libraries: libGL, libEGL, libxkbcommon, fontconfig)."""
+    try:
+        import qtpy.QtWidgets  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+needs_qt = pytest.mark.skipif(not _qt_gui(), reason="Qt cannot load here (system libraries missing: apt-get "
+                              "install libgl1 libegl1 libxkbcommon0 libdbus-1-3 libfontconfig1)")
 MICROSCOPE = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "microscope"
 MANIFEST = Path(hrtem3d.__file__).parent / "napari" / "napari.yaml"
 
@@ -103,6 +115,7 @@ def _layers(viewer, particle):
     return image, movie
 
 
+@needs_qt
 def test_widget_adds_the_columns_to_a_viewer(qtbot, particle):
     from napari.components import ViewerModel
 
@@ -116,6 +129,7 @@ def test_widget_adds_the_columns_to_a_viewer(qtbot, particle):
         widget(viewer=viewer, image=viewer.add_image(particle.image, name="uncalibrated"))
 
 
+@needs_qt
 @pytest.mark.skipif(os.environ.get("QT_QPA_PLATFORM") == "offscreen", reason="no OpenGL offscreen: run under a "
                     "display (xvfb-run -a) to dock the widget in a full viewer")
 def test_widget_docked_in_a_viewer_through_the_manifest(make_napari_viewer, particle):
