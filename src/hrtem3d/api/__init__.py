@@ -125,7 +125,8 @@ def segment(image: Any, pixel_size_A: float | None = None, model: Model | str | 
         image: a 2D numpy or dask array, a HyperSpy Signal2D (pixel size from its axes; nm and
             µm are converted to Å), a single-image ImageSource or the path of a microscope file.
         pixel_size_A: Å per pixel; required for arrays, overrides a signal's or file's calibration.
-        model: a `Model` from `load_model`, a model file, or None for the shipped model.
+        model: a `Model` from `load_model`, a model file (loaded for this call: for many images,
+            load it once with `load_model`), or None for the shipped model (loaded once per process).
         contrast: "bright" (atoms bright), "dark", or "auto" (decided on this image).
         frame: the value of the table's `frame` field.
 
