@@ -93,6 +93,15 @@ def test_segment_numpy_dask_and_hyperspy_agree_with_the_truth(particle, model):
         ax.scale, ax.units = particle.pixel_size_A / 1e4, "µm"
     pd.testing.assert_frame_equal(hrtem3d.segment(sig, model=model), cols)
 
+    stack = hs.signals.Signal2D(np.stack([particle.image, particle.image])).as_lazy()  # a lazy movie
+    for ax in stack.axes_manager.signal_axes:
+        ax.scale, ax.units = particle.pixel_size_A / 10, "nm"
+    stack.axes_manager.navigation_axes[0].scale, stack.axes_manager.navigation_axes[0].units = 250, "ms"
+    mc = hrtem3d.segment_movie(stack, model=model)
+    assert mc.frame_interval_s == pytest.approx(0.25) and mc.pixel_size_A == pytest.approx(particle.pixel_size_A)
+    first = mc.columns[mc.columns.frame == 0]
+    np.testing.assert_allclose(first[["x_px", "y_px", "n_atoms"]].to_numpy(), cols[["x_px", "y_px", "n_atoms"]])
+
     bare = hs.signals.Signal2D(particle.image)  # no calibration: one clear error, then the override works
     with pytest.raises(HrtemError, match="pixel_size_A"):
         hrtem3d.segment(bare, model=model)

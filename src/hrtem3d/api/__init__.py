@@ -284,6 +284,15 @@ def track(columns: MovieColumns | pd.DataFrame, pixel_size_A: float | None = Non
 
     Returns:
         a `TrackResult` of columns, tracks and events.
+
+    A still particle, three identical frames 0.1 s apart: every column is one track, nothing happens.
+
+    >>> p = simulate_particle(seed=1)
+    >>> movie = np.stack([p.image] * 3)                      # [frame, y, x]
+    >>> r = track(segment_movie(movie, p.pixel_size_A, frame_interval_s=0.1))
+    >>> n = len(segment(p.image, p.pixel_size_A))
+    >>> len(r.tracks) == n, bool((r.tracks.n_frames == 3).all()), len(r.events), float(r.columns.time_s.max())
+    (True, True, 0, 0.2)
     """
     from hrtem3d.track.analysis import analyze_movie
 
