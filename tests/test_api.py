@@ -71,7 +71,7 @@ def test_doctests_of_the_api_run():
         assert r.failed == 0 and r.attempted > 0, mod.__name__
 
 
-def test_segment_numpy_dask_and_hyperspy_agree_with_the_truth(particle, model):
+def test_segment_numpy_dask_and_hyperspy_agree_with_the_truth(particle, model, tmp_path):
     import dask.array as da
     import hyperspy.api as hs
 
@@ -82,6 +82,10 @@ def test_segment_numpy_dask_and_hyperspy_agree_with_the_truth(particle, model):
 
     lazy = hrtem3d.segment(da.from_array(particle.image, chunks=64), particle.pixel_size_A, model)
     pd.testing.assert_frame_equal(lazy, cols)
+    np.save(tmp_path / "p.npy", particle.image)  # a file, by path and opened (ImageSource)
+    pd.testing.assert_frame_equal(hrtem3d.segment(tmp_path / "p.npy", particle.pixel_size_A, model), cols)
+    src = hrtem3d.open_image(tmp_path / "p.npy", pixel_size_A=particle.pixel_size_A)
+    pd.testing.assert_frame_equal(hrtem3d.segment(src, model=model), cols)
 
     sig = hs.signals.Signal2D(particle.image)
     for ax in sig.axes_manager.signal_axes:
