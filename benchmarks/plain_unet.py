@@ -47,7 +47,7 @@ def ensure_normalization(name: str | None) -> None:
     except ValueError:
         if name != STANDARD:
             raise
-    import hrtem3d.segment.segmenter as seg
+    from hrtem3d.segment import segmenter as seg
 
     known = normalize.normalizer
     seg.normalizer = lambda n: standardize if n == STANDARD else known(n)

@@ -24,6 +24,20 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     typer.echo(f"warning: {message}", err=True)
 
 
+#: Library parameters (HrtemError.param) and the options that set them.
+_FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-size", "stack_rule": "--stack-rule",
+          "chunk": "--chunk", "workers": "--workers"}
+
+
+def _in_cli_terms(e: HrtemError) -> str:
+    """The error's message, its parameter named as the option the user typed."""
+    msg = str(e)
+    flag = _FLAGS.get(getattr(e, "param", None) or "")
+    if flag and not msg.startswith("-"):
+        msg = msg.replace(e.param, flag, 1) if e.param in msg else f"{flag}: {msg}"
+    return msg
+
+
 def _friendly(fn):
     """Turn HrtemError and Ctrl-C into one line and an exit code; our warnings into one line each."""
 
@@ -33,7 +47,7 @@ def _friendly(fn):
         try:
             return fn(*args, **kwargs)
         except HrtemError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {_in_cli_terms(e)}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: finished work is kept; rerun the same command to resume", err=True)
@@ -159,10 +173,11 @@ def segment(
     Writes OUT/<input stem>/columns.csv (frame, column_id, x_px, y_px, x_A, y_A, species, n_atoms,
     confidence), labels.tif, confidence.tif and overlay.png; with --export-3d also model.xyz and model.cif.
     """
+    from hrtem3d.api import load_model
     from hrtem3d.jobs.workflows import segment_file
-    from hrtem3d.segment.segmenter import Segmenter
 
-    seg = Segmenter(model, device=device, contrast=contrast, tta=tta)
+    seg = load_model(model, device=device, tta=tta)  # one network for every input
+    seg.set_contrast(contrast)  # "auto": decided again on each input's first frame
     for path in inputs:
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
                          stack_rule=stack_rule)
@@ -234,7 +249,8 @@ def evaluate(
     from hrtem3d.jobs.workflows import evaluate_to_folder
 
     d = tuple(float(v) for v in doses.split(","))
-    summary = evaluate_to_folder(model, data, out, train_data, d, max_structures, progress, tta=tta)
+    summary = evaluate_to_folder(model, data, out, train_path=train_data, doses=d, max_structures=max_structures,
+                                 progress=progress, tta=tta)
     typer.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

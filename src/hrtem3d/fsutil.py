@@ -35,6 +35,25 @@ def _umask() -> int:
     return mask
 
 
+def file_fingerprint(path: str | Path, block: int = 1 << 16) -> str:
+    """A cheap identity of a file's content: SHA-256 of its size, first and last `block` bytes (16 hex digits).
+
+    Reads at most 2 x `block` bytes whatever the file's size. A model file's first bytes hold its
+    metadata (training, calibration) and its last bytes weights, so another model differs.
+    """
+    import hashlib
+
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(block))
+        if size > block:
+            f.seek(max(block, size - block))
+            h.update(f.read(block))
+    return h.hexdigest()[:16]
+
+
 def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     """Save a matplotlib figure atomically."""
     return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi))

@@ -27,19 +27,18 @@ def _gif_frames(src, frames: np.ndarray, max_frames: int):
                 yield first + k, block[k]
 
 
-def movie_figures(src, dest: Path, cols: pd.DataFrame, tracks: pd.DataFrame, events: pd.DataFrame,
-                  frames: np.ndarray, drift_A: np.ndarray, model: str | None, contrast: str,
-                  fps: float | None) -> list[str]:
-    """Write overlay.gif, figure2.png, depth_traces.png and event_map.png into `dest`; returns the paths."""
-    from hrtem3d.segment.segmenter import Segmenter
+def movie_figures(src, dest: Path, *, cols: pd.DataFrame, tracks: pd.DataFrame, events: pd.DataFrame,
+                  frames: np.ndarray, drift_A: np.ndarray, seg, fps: float | None) -> list[str]:
+    """Write overlay.gif, figure2.png, depth_traces.png and event_map.png into `dest`; returns the paths.
 
+    `seg` is the run's `Segmenter`, its contrast set to the run's (the network is not loaded again).
+    """
     files = []
     gif_fps = min(fps or 7.5, 25.0)
     files.append(write_overlay_movie(_gif_frames(src, frames, MAX_GIF_FRAMES), cols, events, dest / "overlay.gif",
                                      fps=gif_fps))
     show = int(events["frame"].iat[0]) if len(events) else int(frames[0])
     image = _read_frame(src, show)
-    seg = Segmenter(model, contrast=contrast)
     s = seg.segment(image, src.pixel_size_A, frame=show)
     here = cols[cols["frame"] == show]
     fig = figure2_panel(image, s.labels, here, seg.scheme, src.pixel_size_A,

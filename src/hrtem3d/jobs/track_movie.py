@@ -9,18 +9,17 @@ on the column tables alone (never on the whole movie in memory).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hrtem3d.errors import HrtemError
-from hrtem3d.fsutil import atomic_write
+from hrtem3d.fsutil import atomic_write, file_fingerprint
 from hrtem3d.io import open_image
 from hrtem3d.segment.segmenter import TABLE_FIELDS, Segmenter
 from hrtem3d.track.analysis import analyze_movie
@@ -66,37 +65,76 @@ class TrackSettings:
 _SEGMENTERS: dict = {}
 
 
-def _segmenter(model: str | None, contrast: str, threads: int | None, compile: bool = False) -> Segmenter:
-    """One loaded model per process (dask workers reuse it across chunks)."""
-    key = (model, contrast, threads, compile)
+def _segmenter(model: str | None, threads: int | None = None, compile: bool = False) -> Segmenter:
+    """One loaded model per process: the run and dask workers reuse it across chunks (contrast set per use)."""
+    key = (model, threads, compile)
     if key not in _SEGMENTERS:
-        _SEGMENTERS[key] = Segmenter(model, contrast=contrast, threads=threads, compile=compile)
+        _SEGMENTERS.clear()  # a long-lived process keeps one network, not one per model it ever used
+        _SEGMENTERS[key] = Segmenter(model, threads=threads, compile=compile)
     return _SEGMENTERS[key]
 
 
-def segment_chunk(path: str, pixel_size_A: float, first: int, last: int, model: str | None, contrast: str,
-                  reference: np.ndarray, part: str, threads: int | None = None, compile: bool = False) -> dict:
-    """Segment frames [first, last) and write the part files; returns the part's summary.
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of `track`'s work: frames [first, last) of one input, written to the part files `part`.
+
+    Attributes:
+        path: the input file; pixel_size_A: its pixel size (Å), as the run decided it.
+        first, last: the frame range [first, last).
+        part: the part files' path without suffix (`.parquet` and `.json` are added).
+        model: a model file (None: the shipped one); contrast: "bright" or "dark", decided for the run.
+        threads: torch CPU threads on a worker (None: torch's default); compile: `Segmenter`'s.
+    """
+
+    path: str
+    pixel_size_A: float
+    first: int
+    last: int
+    part: str
+    model: str | None = None
+    contrast: str = "bright"
+    threads: int | None = None
+    compile: bool = False
+
+
+def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
+                reference: np.ndarray | None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
+    """Segment one movie frame for tracking: (its column table, its drift (dx, dy) in Å, its working image).
+
+    The table has the class probabilities named (`p_Ce3`...) and the frame's drift `drift_x_A`,
+    `drift_y_A` against `reference`, the working image of the movie's reference frame (None:
+    this frame is the reference, drift 0).
+    """
+    s = seg.segment(frame, pixel_size_A, frame=index)
+    dx, dy = frame_shift(reference, s.working_image) if reference is not None else (0.0, 0.0)
+    d = (dx * seg.pixel_size_A, dy * seg.pixel_size_A)
+    table = name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1])
+    return table, d, s.working_image
+
+
+def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
+    """Segment the chunk's frames and write its part files; returns the part's summary.
 
     `part.parquet` holds the per-frame column tables with the class probabilities and the
     frame's drift; `part.json` (written last, so it marks the part complete) lists the
     processed frames, their drift (Å) and the skipped frames with the reason.
     """
-    seg = _segmenter(model, contrast, threads, compile)
-    src = open_image(path, pixel_size_A=pixel_size_A)
+    c = chunk
+    seg = _segmenter(c.model, c.threads, c.compile)
+    seg.set_contrast(c.contrast)
+    src = open_image(c.path, pixel_size_A=c.pixel_size_A)
+    first, last = c.first, c.last
     tables, done, drift, skipped = [], [], [], {}
     for i, frame in _frames(src, first, last, skipped):
         if not np.isfinite(frame).all():
             skipped[i] = "NaN or Inf pixels"
             continue
-        s = seg.segment(frame, src.pixel_size_A, frame=i)
-        dx, dy = frame_shift(reference, s.working_image)
-        d = (dx * seg.pixel_size_A, dy * seg.pixel_size_A)
-        tables.append(name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1]))
+        table, d, _ = track_frame(seg, frame, index=i, pixel_size_A=src.pixel_size_A, reference=reference)
+        tables.append(table)
         done.append(i)
         drift.append(d)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    part = Path(part)
+    part = Path(c.part)
     atomic_write(part.with_suffix(".parquet"), lambda p: table.to_parquet(p, index=False))
     info = {"first": first, "last": last, "frames": done, "drift_A": drift,
             "skipped": {str(k): v for k, v in skipped.items()}}
@@ -137,10 +175,11 @@ def model_scheme(model: str | None = None):
 
 
 def _fingerprint(path: Path, src, s: TrackSettings, model: str | None) -> dict:
+    """What a resumed run must share with the first: the input, the chunking and the model (by its size,
+    metadata header and last bytes, so a multi-megabyte model is never read whole)."""
     st = path.stat()
-    mhash = hashlib.sha256(_model_file(model).read_bytes()).hexdigest()[:16]
     return {"input": str(path.resolve()), "bytes": st.st_size, "shape": list(src.shape),
-            "pixel_size_A": src.pixel_size_A, "chunk": s.chunk, "model_sha256": mhash}
+            "pixel_size_A": src.pixel_size_A, "chunk": s.chunk, "model": file_fingerprint(_model_file(model))}
 
 
 def _prepare(path: Path, dest: Path, s: TrackSettings):
@@ -161,7 +200,8 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
     if ref_file.exists():
         with np.load(ref_file) as z:
             return src, stop, z["image"], str(z["contrast"])
-    seg = Segmenter(s.model, contrast=s.contrast)
+    seg = _segmenter(s.model, None, s.compile)
+    seg.set_contrast(s.contrast)
     for first, block in src.frames(s.start, stop, chunk=1):
         if np.isfinite(block[0]).all():
             ref = seg.segment(block[0], src.pixel_size_A, frame=first).working_image
@@ -181,18 +221,20 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
             if not (parts / f"chunk_{a:08d}.json").exists()]
     bar = tqdm(total=stop - s.start, initial=stop - s.start - sum(b - a for a, b in todo), disable=not progress,
                desc=f"track {path.name}", unit="frame", smoothing=0.1)
-    args = (str(path), src.pixel_size_A)
+    chunks = [Chunk(path=str(path), pixel_size_A=src.pixel_size_A, first=a, last=b,
+                    part=str(parts / f"chunk_{a:08d}"), model=s.model, contrast=contrast, compile=s.compile)
+              for a, b in todo]
     if s.workers <= 1 and not s.scheduler:
-        for a, b in todo:
-            segment_chunk(*args, a, b, s.model, contrast, ref, str(parts / f"chunk_{a:08d}"), None, s.compile)
-            bar.update(b - a)
+        for c in chunks:
+            segment_chunk(c, ref)
+            bar.update(c.last - c.first)
     else:
-        _run_dask(todo, args, s, contrast, ref, parts, bar)
+        _run_dask(chunks, s, ref, bar)
     bar.close()
     return src, stop, contrast
 
 
-def _run_dask(todo, args, s: TrackSettings, contrast, ref, parts: Path, bar) -> None:
+def _run_dask(chunks: list[Chunk], s: TrackSettings, ref: np.ndarray, bar) -> None:
     from distributed import Client, LocalCluster, as_completed
 
     threads = max(1, (os.cpu_count() or 1) // max(1, s.workers))
@@ -201,9 +243,8 @@ def _run_dask(todo, args, s: TrackSettings, contrast, ref, parts: Path, bar) -> 
     try:
         with Client(s.scheduler or cluster) as client:
             ref_f = client.scatter(ref, broadcast=True)
-            futs = {client.submit(segment_chunk, *args, a, b, s.model, contrast, ref_f,
-                                  str(parts / f"chunk_{a:08d}"), threads, s.compile, pure=False): b - a
-                    for a, b in todo}
+            futs = {client.submit(segment_chunk, replace(c, threads=threads), ref_f, pure=False): c.last - c.first
+                    for c in chunks}
             for f in as_completed(futs):
                 f.result()
                 bar.update(futs[f])
@@ -234,6 +275,8 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
     s = settings or TrackSettings()
     if s.chunk < 1 or s.workers < 1:
         raise HrtemError("--chunk and --workers must be at least 1")
+    if s.contrast not in ("auto", "bright", "dark"):  # before any model is loaded
+        raise HrtemError(f"contrast must be bright, dark or auto, got {s.contrast!r}", param="contrast")
     path, dest = Path(path), Path(out_dir)
     t0 = time.perf_counter()
     src, stop, contrast = run_chunks(path, dest, s, progress)
@@ -243,7 +286,8 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
         raise HrtemError(f"{path.name}: no frame could be segmented (skipped: {_ranges(sorted(skipped))})")
     interval = 1.0 / s.fps if s.fps else src.frame_interval_s
     times = frames * (interval if interval else 1.0)
-    scheme = model_scheme(s.model)
+    seg = _segmenter(s.model, None, s.compile)  # the run's one network (loaded while segmenting)
+    scheme = seg.scheme
     ny, nx = src.shape[1:]
     field_A = (nx * src.pixel_size_A, ny * src.pixel_size_A)
     cols, tracks, events = analyze_movie(cols, frames=frames, drift_A=drift, field_A=field_A, times_s=times,
@@ -263,8 +307,9 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
     if figures:
         from hrtem3d.jobs.track_figures import movie_figures
 
-        summary["figures"] = movie_figures(src, dest, cols, tracks, events, frames, drift, s.model, contrast,
-                                           1.0 / interval if interval else None)
+        seg.set_contrast(contrast)
+        summary["figures"] = movie_figures(src, dest, cols=cols, tracks=tracks, events=events, frames=frames,
+                                           drift_A=drift, seg=seg, fps=1.0 / interval if interval else None)
     atomic_write(dest / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
     return summary
 

@@ -16,7 +16,7 @@ from hrtem3d.segment.segmenter import Segmenter
 from hrtem3d.viz.overlay import overlay_figure
 
 
-def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pixel_size_A: float | None = None,
+def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *, pixel_size_A: float | None = None,
                  progress: bool = False, export_3d: bool = False, stack_rule: str = "symmetric") -> dict:
     """Segment every frame of one image or stack; write `out_dir/<stem>/` outputs.
 
@@ -25,6 +25,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
     With `export_3d`, also the estimated 3D model (`export.model3d`, columns stacked along
     the beam by `stack_rule`): `model.xyz` (extended XYZ, one structure per segmented frame)
     and `model.cif` (the first). Each file is written to a temporary name and renamed when complete.
+    With the segmenter's contrast "auto", the polarity is decided on this input's first frame.
     """
     from tqdm.auto import tqdm
 
@@ -32,6 +33,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
     if export_3d and stack_rule not in RULES:
         raise HrtemError(f"unknown stacking rule {stack_rule!r}; use one of {', '.join(RULES)}")
     src = open_image(path, pixel_size_A=pixel_size_A)
+    segmenter.set_contrast(segmenter.contrast)  # "auto" decides afresh for each input, on its first frame
     dest = Path(out_dir) / path.stem
     dest.mkdir(parents=True, exist_ok=True)
     tables, labels, confs, skipped = [], [], [], []
@@ -69,8 +71,9 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, pi
     return result
 
 
-def evaluate_to_folder(model_path, test_path, out_dir, train_path=None, doses=None, max_structures=None,
-                       progress: bool = True, tta: int = 1) -> pd.DataFrame:
+def evaluate_to_folder(model_path: str | Path | None, test_path: str | Path, out_dir: str | Path, *,
+                       train_path: str | Path | None = None, doses: tuple[float, ...] | None = None,
+                       max_structures: int | None = None, progress: bool = True, tta: int = 1) -> pd.DataFrame:
     """Run `evaluate.metrics.evaluate` and write summary.csv/.md, columns.parquet and the plots."""
     from hrtem3d.evaluate.metrics import DOSES, evaluate, expected_calibration_error, reliability
     from hrtem3d.viz.evaluation import accuracy_vs_dose, confusion_figure, reliability_figure

@@ -56,11 +56,14 @@ class Segmenter:
     """A loaded model and its settings.
 
     Args:
-        model_path: a `*.safetensors` model; None uses the model shipped with hrtem3d.
+        model_path: a `*.safetensors` model; None uses the model shipped with hrtem3d; or a
+            `(network, metadata)` pair already in memory (a torch module giving class logits
+            `[B, C, y, x]`, and the metadata a model file holds: at least `scheme` and `pixel_size_A`).
         device: "cpu" or "cuda" (default: CUDA when present).
         tile: largest working-grid tile side (pixels); larger images are tiled.
         overlap: tile overlap (working pixels), so seams do not change results.
-        contrast: "bright" (atoms bright, as in training), "dark" (inverted), or "auto".
+        contrast: "bright" (atoms bright, as in training), "dark" (inverted), or "auto" (decided on
+            the first image segmented after `set_contrast`; callers reset it for every new input).
         threads: torch CPU threads (None: torch's default).
         compile: run the network through `torch.compile` (a compile of up to a minute on the
             first frame of each new size, then faster frames: worth it for long movies).
@@ -71,16 +74,13 @@ class Segmenter:
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
                  overlap: int = 48, contrast: str = "auto", threads: int | None = None, compile: bool = False,
                  tta: int = 1):
-        if contrast not in ("bright", "dark", "auto"):
-            raise HrtemError(f"--contrast must be bright, dark or auto, got {contrast!r}")
         if tta not in (1, 2, 4, 8):
-            raise HrtemError(f"--tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}")
+            raise HrtemError(f"tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}", param="tta")
         self.tta = tta
         self.device = pick_device(device)
         if threads:
             torch.set_num_threads(threads)
-        self.model, self.meta = load_model(model_path, self.device) if model_path else load_default_model(
-            self.device)
+        self.model, self.meta = _load(model_path, self.device)
         self.model.eval()
         self.model.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
         self.scheme = ClassScheme.from_dict(self.meta["scheme"])
@@ -91,9 +91,20 @@ class Segmenter:
         cw = self.meta.get("class_weights")  # the loss weights, whose bias find_columns undoes
         self.class_weights = np.asarray(cw, np.float32) if cw is not None else None
         self.detection = self.meta.get("detection_threshold")  # per-species column probability, or None
-        self.tile, self.overlap, self.contrast = tile, overlap, contrast
-        self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
+        self.tile, self.overlap = tile, overlap
+        self.set_contrast(contrast)
         self.net = torch.compile(self.model, dynamic=False) if compile else self.model
+
+    def set_contrast(self, contrast: str) -> None:
+        """Atom contrast from now on: "bright", "dark", or "auto" (decided afresh on the next image).
+
+        Call it at the start of every new input: an "auto" decision holds for all frames of one
+        input (a movie keeps its polarity) and must not leak into the next file.
+        """
+        if contrast not in ("bright", "dark", "auto"):
+            raise HrtemError(f"contrast must be bright, dark or auto, got {contrast!r}", param="contrast")
+        self.contrast = contrast
+        self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
 
     @torch.inference_mode()
     def probabilities(self, work: np.ndarray) -> np.ndarray:
@@ -176,6 +187,26 @@ class Segmenter:
         labels = resize(labels, image.shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
         conf = resize(conf, image.shape, order=1, preserve_range=True).astype(np.float32)
         return Segmentation(cols, labels, conf, work, probs)
+
+
+def _load(model, device) -> tuple[torch.nn.Module, dict]:
+    """(network, metadata) from a model file, None (the shipped model) or an in-memory pair."""
+    if model is None:
+        return load_default_model(device)
+    if isinstance(model, (str, Path)):
+        return load_model(model, device)
+    try:
+        net, meta = model
+    except (TypeError, ValueError):
+        raise HrtemError(f"a model is a .safetensors path or a (network, metadata) pair, got {type(model).__name__}"
+                         ) from None
+    if not isinstance(net, torch.nn.Module) or not isinstance(meta, dict):
+        raise HrtemError("an in-memory model is a (torch.nn.Module, metadata dict) pair")
+    missing = [k for k in ("scheme", "pixel_size_A") if k not in meta]
+    if missing:
+        raise HrtemError(f"the model's metadata lacks {', '.join(missing)}; pass the metadata a model file holds "
+                         "(hrtem3d.model.read_metadata) or at least its class scheme and pixel size (Å)")
+    return net.to(pick_device(device)), meta
 
 
 def _dihedral(x: torch.Tensor, t: int) -> torch.Tensor:
