@@ -19,7 +19,8 @@ def _pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_probe.py").write_text(PROBE)
     clean = {k: v for k, v in os.environ.items() if k not in ("CI", "HRTEM3D_SHARED", "PYTEST_ADDOPTS")}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(tmp_path)],
-                          cwd=tmp_path, env={**clean, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **env}, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env={**clean, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **env},
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_missing_shared_data_fails_under_ci_and_skips_otherwise(tmp_path):

@@ -20,7 +20,7 @@ from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model
-from hrtem3d.model.unet import pick_device
+from hrtem3d.model.unet import pick_device, seam_free_overlap
 from hrtem3d.segment.columns import find_columns
 from hrtem3d.segment.confidence import apply_calibration
 
@@ -59,7 +59,8 @@ class Segmenter:
         model_path: a `*.safetensors` model; None uses the model shipped with hrtem3d.
         device: "cpu" or "cuda" (default: CUDA when present).
         tile: largest working-grid tile side (pixels); larger images are tiled.
-        overlap: tile overlap (working pixels), so seams do not change results.
+        overlap: tile overlap (working pixels); None takes the network's receptive radius rounded up to
+            its pooling grid (`seam_free_overlap`: 144 for the shipped model), so seams change nothing.
         contrast: "bright" (atoms bright, as in training), "dark" (inverted), or "auto".
         threads: torch CPU threads (None: torch's default).
         compile: run the network through `torch.compile` (a compile of up to a minute on the
@@ -69,7 +70,7 @@ class Segmenter:
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
-                 overlap: int = 48, contrast: str = "auto", threads: int | None = None, compile: bool = False,
+                 overlap: int | None = None, contrast: str = "auto", threads: int | None = None, compile: bool = False,
                  tta: int = 1):
         if contrast not in ("bright", "dark", "auto"):
             raise HrtemError(f"--contrast must be bright, dark or auto, got {contrast!r}")
@@ -91,7 +92,10 @@ class Segmenter:
         cw = self.meta.get("class_weights")  # the loss weights, whose bias find_columns undoes
         self.class_weights = np.asarray(cw, np.float32) if cw is not None else None
         self.detection = self.meta.get("detection_threshold")  # per-species column probability, or None
-        self.tile, self.overlap, self.contrast = tile, overlap, contrast
+        self.overlap = seam_free_overlap(self.model.config) if overlap is None else overlap
+        if tile - 2 * self.overlap < 1:
+            raise HrtemError(f"tile {tile} must exceed twice the overlap {self.overlap} (working pixels)")
+        self.tile, self.contrast = tile, contrast
         self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
         self.net = torch.compile(self.model, dynamic=False) if compile else self.model
 
