@@ -104,6 +104,7 @@ def test_track_measures_and_removes_a_non_diagonal_drift(shipped_movie, tmp_path
     tracks = pd.read_parquet(tmp_path / "out" / "tracks.parquet")
     long = tracks[tracks.n_frames == 4]
     truth0 = m.truth[m.truth.frame == 0]
+    assert len(long) >= 0.9 * len(truth0)
     d = np.hypot(long.xc_A.to_numpy()[:, None] - truth0.x_A.to_numpy()[None],
                  long.yc_A.to_numpy()[:, None] - truth0.y_A.to_numpy()[None])
     assert (d.min(0) < 0.3).mean() >= 0.9 and (d.min(1) < 0.3).mean() >= 0.95
