@@ -63,14 +63,21 @@ def test_segment_depths_pools_probabilities_and_orders_levels():
     assert 0 < conf.min() and conf.max() < 1
 
 
-def _synthetic_movie(rng, n_frames=30, drift_per_frame=(0.12, -0.07), p_right=0.55):
-    """Per-frame tables for 4 columns with two depth changes; noisy class probabilities."""
+def _synthetic_movie(rng, n_frames=30, drift_per_frame=(0.12, -0.07), p_right=0.55, depths=None, intensity=True):
+    """Per-frame tables for 4 columns with two depth changes; noisy class probabilities.
+
+    `depths` {column: depth per frame} replaces the truth's depth histories. With `intensity`, each
+    row also has the column's mean intensity (0.3 per atom, noise 0.1), the second series `track`
+    uses.
+    """
     truth = {  # id: (species, x_A, y_A, depth per frame)
         0: ("Ce", 10.0, 10.0, np.r_[np.full(10, 5), np.full(n_frames - 10, 4)]),
         1: ("O", 11.35, 10.0, np.full(n_frames, 6)),
         2: ("O", 20.0, 15.0, np.r_[np.full(20, 6), np.full(n_frames - 20, 4)]),
         3: ("Ce", 25.0, 12.0, np.full(n_frames, 3)),
     }
+    for cid, depth in (depths or {}).items():
+        truth[cid] = (*truth[cid][:3], np.asarray(depth))
     names = probability_columns(DEFAULT_SCHEME)
     rows = []
     for f in range(n_frames):
@@ -86,6 +93,8 @@ def _synthetic_movie(rng, n_frames=30, drift_per_frame=(0.12, -0.07), p_right=0.
             row = {"frame": f, "x_A": x + d[0] + rng.normal(0, 0.05), "y_A": y + d[1] + rng.normal(0, 0.05),
                    "species": sp, "n_atoms": int(guess), "confidence": p.max(), "drift_x_A": d[0] + rng.normal(0, 0.02),
                    "drift_y_A": d[1] + rng.normal(0, 0.02), "true_id": cid}
+            if intensity:
+                row["intensity"] = 0.3 * n + rng.normal(0, 0.1)
             row.update(dict(zip(names, p)))
             rows.append(row)
     cols = pd.DataFrame(rows)
@@ -98,7 +107,7 @@ def _analyze(cols, n_frames=30):
     tracks = track_table(cols)
     frames = np.arange(n_frames)
     drift = cols.groupby("frame")[["drift_x_A", "drift_y_A"]].first().to_numpy()
-    model = TemporalModel(change=ChangeModel(threshold=25.0))  # 30 frames of weak evidence (55 % right)
+    model = TemporalModel()  # the defaults of `track`: expected depth and intensity
     path, _, changes = denoise_depths(cols, tracks, frames, drift, (40.0, 30.0), DEFAULT_SCHEME, model)
     ev = find_events(changes, frames, tracks, cols, frames * 0.133, PX)
     return cols, tracks, path, ev
@@ -122,8 +131,11 @@ def test_gapped_track_is_merged_back():
     assert linked[linked.true_id == 3]["column_id"].nunique() == 1
 
 
-def test_denoising_recovers_depth_history_and_events():
-    rng = np.random.default_rng(3)
+@pytest.mark.parametrize("seed", [3, 7, 11])
+def test_denoising_recovers_depth_history_and_events(seed):
+    """Single frames right 55 % of the time; with the intensity series the events are found in 38 of
+    seeds 0-39 (misses: seed 23 reads the O step as 6 -> 5, seed 32 misses the Ce step)."""
+    rng = np.random.default_rng(seed)
     cols, truth = _synthetic_movie(rng)
     raw_right = np.mean([r.n_atoms == truth[r.true_id][3][r.frame] for r in cols.itertuples()])
     linked, tracks, path, ev = _analyze(cols)
@@ -145,15 +157,18 @@ def test_denoising_recovers_depth_history_and_events():
 
 
 def test_no_events_without_changes():
-    rng = np.random.default_rng(4)
-    cols, truth = _synthetic_movie(rng)
-    for tid in (0, 2):  # freeze the depth of the changing columns: redraw probabilities
-        sp, x, y, _ = truth[tid]
-        truth[tid] = (sp, x, y, np.full(30, 5))
-    cols, _ = _synthetic_movie(np.random.default_rng(5))
-    cols = cols[cols.true_id.isin([1, 3])]
-    _, _, _, ev = _analyze(cols)
-    assert ev.empty
+    """The same movie with the two changing columns frozen (new noise draws): no event at all."""
+    frozen = {0: np.full(30, 5), 2: np.full(30, 6)}
+    cols, truth = _synthetic_movie(np.random.default_rng(5), depths=frozen)
+    assert cols.true_id.nunique() == 4 and all(np.ptp(d) == 0 for *_, d in truth.values())
+    linked, tracks, path, ev = _analyze(cols)
+    assert ev.empty, ev
+    by_true = linked.groupby("true_id")["column_id"].first()
+    ti = {cid: i for i, cid in enumerate(tracks.column_id)}
+    for tid, (*_, depth) in truth.items():
+        assert (path[:, ti[by_true[tid]]] == depth).all(), tid  # the denoised depth is the constant truth
+    _, _, _, moving = _analyze(_synthetic_movie(np.random.default_rng(5))[0])
+    assert len(moving) == 2  # the same seed with the changes kept: both found
 
 
 def test_migration_pairs_a_ce_loss_with_a_nearby_gain():
