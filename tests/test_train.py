@@ -135,3 +135,40 @@ def test_init_starts_from_the_given_weights_and_refuses_another_shape(tiny_store
     bad = TrainConfig(**{**cfg.__dict__, "widths": (4, 8, 16)})
     with pytest.raises(HrtemError, match="--widths"):
         train(tiny_store, tmp_path / "bad.safetensors", bad, progress=False)
+
+
+def test_killed_run_resumes_to_the_weights_of_an_unbroken_one(tiny_store, tmp_path, monkeypatch):
+    import hrtem3d.train.loop as loop
+
+    whole = tmp_path / "whole.safetensors"
+    train(tiny_store, whole, _cfg(10), progress=False)
+    out = tmp_path / "killed.safetensors"
+    real, calls = loop.validate, []
+
+    def killed_at_step_10(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C (or the OOM killer) after the step-5 checkpoint
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "validate", killed_at_step_10)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_store, out, _cfg(10), progress=False)
+    assert not out.exists() and out.with_name(out.name + ".ckpt").exists()
+    monkeypatch.setattr(loop, "validate", real)
+    m = train(tiny_store, out, _cfg(10), progress=False)
+    assert m["step"] == 10 and [h["step"] for h in read_metadata(out)["history"]] == [5, 10]
+    a, _ = load_model(whole)
+    b, _ = load_model(out)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va.float(), vb.float(), atol=1e-5), k  # resumed exactly where it stopped
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tiny_store, tmp_path):
+    out = tmp_path / "c.safetensors"
+    out.with_name(out.name + ".ckpt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(HrtemError) as e:
+        train(tiny_store, out, _cfg(5), progress=False)
+    msg = str(e.value)
+    assert "checkpoint" in msg and "unreadable" in msg and "delete it" in msg and "\n" not in msg, msg
+    assert not out.exists()
