@@ -237,3 +237,55 @@ def test_weak_opposite_step_next_to_a_found_gain_is_a_migration():
     assert loss.t == 20 and loss.n_after == loss.n_before - 1 and path[30, ids[14]] == loss.n_after
     ev = find_events(both, frames, tracks, cols, frames * 0.1, PX)
     assert list(ev.kind) == ["migration", "migration"]
+
+
+def _events(cols, frames):
+    """`_analyze` on the processed frames `frames` (movie frame indices, some may be skipped)."""
+    cols = link_columns(cols)
+    tracks = track_table(cols)
+    drift = cols.groupby("frame")[["drift_x_A", "drift_y_A"]].first().to_numpy()
+    path, _, changes = denoise_depths(cols, tracks, frames, drift, (40.0, 30.0), DEFAULT_SCHEME, TemporalModel())
+    return cols, tracks, path, find_events(changes, frames, tracks, cols, frames * 0.133, PX)
+
+
+def test_a_column_that_vanishes_is_a_loss_to_zero():
+    cols, _ = _synthetic_movie(np.random.default_rng(3))
+    cols = cols[~((cols.true_id == 3) & (cols.frame >= 18))]  # the 3-atom Ce column is gone from frame 18
+    _, _, _, ev = _events(cols, np.arange(30))
+    gone = ev[ev.n_after == 0]
+    assert len(gone) == 1 and len(ev) == 3, ev
+    assert (gone.frame.iat[0], gone.species.iat[0], gone.n_before.iat[0], gone.kind.iat[0]) == (18, "Ce", 3, "ce_loss")
+    assert abs(gone.x_px.iat[0] * PX - (25.0 + 0.12 * 17)) < 0.3  # where it was last seen, with the drift
+
+
+def test_a_column_lost_for_long_and_regained_is_one_column_without_events():
+    """Gone for 13 frames (more than the linking memory), back at the same place: one track, and no
+    event (seen in 57 % of its life, below min_detection: an unreliable column)."""
+    cols, truth = _synthetic_movie(np.random.default_rng(3))
+    cols = cols[~((cols.true_id == 3) & cols.frame.between(8, 20))]
+    linked, tracks, path, ev = _events(cols, np.arange(30))
+    assert linked[linked.true_id == 3].column_id.nunique() == 1
+    k = int(np.flatnonzero(tracks.column_id == linked[linked.true_id == 3].column_id.iat[0])[0])
+    assert (path[:, k] == 3).all()  # its depth is denoised through the gap
+    assert set(ev.species + ev.n_before.astype(str)) == {"Ce5", "O6"}, ev  # only the two true changes
+
+
+def test_no_event_at_the_first_and_last_frames():
+    """A column that is there from frame 0 is no gain; absent in the first or last two frames (fewer
+    than min_frames = 3) it is no gain or loss either."""
+    cols, _ = _synthetic_movie(np.random.default_rng(3))
+    late = cols[~((cols.true_id == 3) & (cols.frame < 2))]
+    early_gone = late[~((late.true_id == 1) & (late.frame >= 28))]
+    _, _, _, ev = _events(early_gone, np.arange(30))
+    assert len(ev) == 2 and not (ev.n_before == 0).any() and not (ev.n_after == 0).any(), ev
+    assert ev.frame.min() > 2 and ev.frame.max() < 27
+
+
+def test_events_across_skipped_frames_keep_movie_frame_numbers():
+    """Frames 9-11 skipped (unreadable): the Ce change of frame 10 is reported at frame 12, the first
+    processed frame showing it, with that frame's time; the O change stays at frame 20."""
+    cols, _ = _synthetic_movie(np.random.default_rng(3))
+    frames = np.r_[np.arange(9), np.arange(12, 30)]
+    _, _, _, ev = _events(cols[cols.frame.isin(frames)], frames)
+    assert list(ev.species) == ["Ce", "O"] and list(ev.frame) == [12, 20], ev
+    assert np.allclose(ev.time_s, ev.frame * 0.133)
