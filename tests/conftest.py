@@ -55,6 +55,16 @@ def tiny_store(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def ten_store(tmp_path_factory):
+    """A finished 10-structure store: the smallest with a validation split (every 10th structure)."""
+    from hrtem3d.data.generate import simulate_dataset
+
+    path = tmp_path_factory.mktemp("store10") / "ten.zarr"
+    simulate_dataset(path, 10, tiny_settings(seed=4), workers=0, progress=False)
+    return path
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

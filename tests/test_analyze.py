@@ -214,17 +214,13 @@ def test_matching_is_one_to_one_within_distance():
     assert list(m.pred_n) == [5, 0, 3]
 
 
-def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, tmp_path):
+def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, ten_store, tmp_path):
     import shutil
 
-    from conftest import tiny_settings
-
-    from hrtem3d.data.generate import simulate_dataset
     from hrtem3d.model.io import read_metadata
     from hrtem3d.segment.segmenter import Segmenter
 
-    tiny_store = tmp_path / "ten.zarr"  # 10 structures: the validation split takes every 10th
-    simulate_dataset(tiny_store, 10, tiny_settings(seed=4), workers=0, progress=False)
+    tiny_store = ten_store  # 10 structures: the validation split takes every 10th
 
     model = tmp_path / "m.safetensors"
     shutil.copy(tiny_model, model)
