@@ -34,6 +34,25 @@ def test_segments_find_steps_and_ignore_noise_and_slow_drift():
     assert segments(with_outliers) == []
 
 
+def test_line_fit_and_segment_bounds_are_exact():
+    """The trend test's straight line is the least-squares one; a change needs min_segment (3) frames
+    on each side, counted from the very first frame to the very last: a step closer to an end is
+    reported min_segment frames from it."""
+    from hrtem3d.track.changepoint import _line_sse
+
+    rng = np.random.default_rng(8)
+    y = np.column_stack([np.linspace(0, 2, 17) ** 2, rng.normal(size=17)])
+    t = np.arange(17)
+    expect = sum(((c - np.polyval(np.polyfit(t, c, 1), t)) ** 2).sum() for c in y.T)
+    assert _line_sse(y) == pytest.approx(expect, rel=1e-9)
+    base = 4 + rng.normal(0, 0.05, 20)
+    for at, found in ((3, [3]), (17, [17]), (2, [3]), (18, [17])):
+        step = base.copy()
+        step[at:] -= 2.0
+        assert segments(step) == found, at
+    assert segments(np.r_[4.0, 4.0, 2.0, 2.0, 2.0]) == []  # too short for any change
+
+
 def test_a_second_series_adds_its_evidence():
     rng = np.random.default_rng(2)
     depth = 4 + rng.normal(0, 0.25, 24)
@@ -189,12 +208,13 @@ def test_absent_column_gives_a_gain_event():
     assert len(born) == 1 and born.frame.iat[0] == 15 and born.n_after.iat[0] == 3
 
 
+@pytest.mark.parametrize("offset", [0.0, 100.0])  # counts sit on a large mean, which must not pin the shift
 @pytest.mark.parametrize("shift", [(3.4, -1.7), (-0.6, 2.25)])
-def test_frame_shift_measures_drift(shift):
+def test_frame_shift_measures_drift(shift, offset):
     from scipy.ndimage import fourier_shift, gaussian_filter
 
     rng = np.random.default_rng(0)
-    img = gaussian_filter(rng.normal(size=(128, 128)), 2)
+    img = gaussian_filter(rng.normal(size=(128, 128)), 2) + offset
     img[40:90, 30:100] += 2  # a particle-like blob
     moved = np.fft.ifftn(fourier_shift(np.fft.fftn(img), (shift[1], shift[0]))).real
     dx, dy = frame_shift(img, moved)
