@@ -94,3 +94,18 @@ def test_noise_level_ignores_smooth_signal():
     noisy = blob + np.random.default_rng(3).normal(0, 0.1, blob.shape)
     assert noise_level(noisy) == pytest.approx(0.1, rel=0.1)
     assert noise_level(blob) < 0.02  # curvature residual only
+
+
+def test_mean_intensity_of_small_offset_and_odd_images():
+    """Small images use every pixel; counts with a small dark offset are still intensities; odd,
+    non-square images have a noise level."""
+    from hrtem3d.data.normalize import noise_level
+
+    small = np.ones((12, 12), np.float32)
+    small[:, 1] = 5.0  # one bright column: only a full read sees it
+    assert mean_intensity(small) == pytest.approx((11 + 5) / 12, rel=1e-6)
+    offset = np.random.default_rng(4).poisson(2.0, (96, 96)).astype(np.float32) - 0.5  # 1st percentile -0.5
+    assert mean_intensity(offset) == pytest.approx(1.5, abs=0.05)
+    assert mean_intensity(np.random.default_rng(5).normal(1.0, 3.0, (96, 96))) is None  # not intensities
+    odd = np.random.default_rng(6).normal(0, 0.2, (41, 64))
+    assert noise_level(odd) == pytest.approx(0.2, rel=0.15)
