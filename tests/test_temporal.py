@@ -53,6 +53,19 @@ def test_line_fit_and_segment_bounds_are_exact():
     assert segments(np.r_[4.0, 4.0, 2.0, 2.0, 2.0]) == []  # too short for any change
 
 
+def test_noise_sigma_of_white_noise_matches_the_truncated_normal():
+    """Successive differences of white noise (sd s) are normal with sd s*sqrt(2); leaving out the largest
+    10 % keeps |Z| < z = 1.645, so the estimate is s * sqrt(1 - 2 z phi(z) / 0.9) = 0.789 s."""
+    from scipy.stats import norm
+
+    from hrtem3d.track.changepoint import noise_sigma
+
+    z = norm.ppf(0.95)
+    expect = 0.3 * np.sqrt(1 - 2 * z * norm.pdf(z) / 0.9)
+    assert noise_sigma(np.random.default_rng(9).normal(4.0, 0.3, 20000)) == pytest.approx(expect, rel=0.02)
+    assert noise_sigma(np.full(50, 4.0)) == 0.05 and noise_sigma(np.r_[1.0, 2.0]) == 0.05  # the floor
+
+
 def test_a_second_series_adds_its_evidence():
     rng = np.random.default_rng(2)
     depth = 4 + rng.normal(0, 0.25, 24)
