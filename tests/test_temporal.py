@@ -322,3 +322,14 @@ def test_events_across_skipped_frames_keep_movie_frame_numbers():
     _, _, _, ev = _events(cols[cols.frame.isin(frames)], frames)
     assert list(ev.species) == ["Ce", "O"] and list(ev.frame) == [12, 20], ev
     assert np.allclose(ev.time_s, ev.frame * 0.133)
+
+
+def test_drift_beyond_the_search_range_breaks_tracks_without_false_events():
+    """0.85 Å/frame, more than the 0.6 Å search range: uncorrected, every column falls apart into
+    one- and two-frame pieces and no event is invented (the true ones are lost); with the drift known
+    the same detections give one track a column and both events."""
+    cols, truth = _synthetic_movie(np.random.default_rng(3), drift_per_frame=(0.8, 0.3))
+    _, tracks, _, ev = _events(cols.assign(drift_x_A=0.0, drift_y_A=0.0), np.arange(30))
+    assert len(tracks) > 20 * len(truth) and tracks.n_frames.max() <= 2 and ev.empty
+    _, tracks, _, ev = _events(cols, np.arange(30))
+    assert len(tracks) == len(truth) and list(ev.kind) == ["ce_loss", "o_vacancy"] and list(ev.frame) == [10, 20]
