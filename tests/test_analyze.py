@@ -214,18 +214,14 @@ def test_matching_is_one_to_one_within_distance():
     assert list(m.pred_n) == [5, 0, 3]
 
 
-def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, tmp_path):
+def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, ten_store, tmp_path):
     import shutil
 
-    from conftest import tiny_settings
-
-    from hrtem3d.data.generate import simulate_dataset
-    from hrtem3d.evaluate.calibrate import fit_detection_thresholds, scope_of
+    from hrtem3d.evaluate.calibrate import scope_of
     from hrtem3d.model.io import read_metadata
     from hrtem3d.segment.segmenter import Segmenter
 
-    tiny_store = tmp_path / "ten.zarr"  # 10 structures: the validation split takes every 10th
-    simulate_dataset(tiny_store, 10, tiny_settings(seed=4), workers=0, progress=False)
+    tiny_store = ten_store  # 10 structures: the validation split takes every 10th
 
     model = tmp_path / "m.safetensors"
     shutil.copy(tiny_model, model)
@@ -233,14 +229,69 @@ def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, 
     assert r.exit_code == 0, r.output
     t = read_metadata(model)["detection_threshold"]
     grid = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
-    assert t["Ce"] in grid and t["O"] in grid and 0 <= t["recall"] <= 1 and 0 <= t["precision"] <= 1
-    scope = scope_of(read_metadata(model))
-    assert scope is not None  # the tiny model was trained through the microscope envelope: calibrated through it
-    assert t == {**fit_detection_thresholds(model, tiny_store, scope=scope), "fitted_on": str(tiny_store)}
+    assert t["Ce"] in grid and t["O"] in grid and t["fitted_on"] == str(tiny_store)
+    cal = read_metadata(model)["column_calibration"]
+    assert cal["n_columns"] > 0 and np.isfinite([cal["a"], cal["b"], cal["c"]]).all()
+    # the tiny model was trained through the microscope envelope, so it is calibrated through it
+    assert scope_of(read_metadata(model)) is not None and cal["through_scope"]
     seg = Segmenter(model, contrast="bright")
+    assert seg.detection["Ce"] == t["Ce"] and seg.detection["O"] == t["O"] and seg.calibration["a"] == cal["a"]
     seg.detection = {"Ce": 0.95, "O": 0.95}
     img = np.random.default_rng(0).poisson(50, (96, 96)).astype(np.float32)
     strict = seg.segment(img, 0.16).columns
     seg.detection = None
     loose = seg.segment(img, 0.16).columns
     assert len(strict) <= len(loose) and (strict.p_column >= 0.95).all()
+
+
+def test_detection_thresholds_fit_the_analytic_optimum(monkeypatch):
+    """A stand-in segmenter reports every true column (Ce at p_column 0.97, O at 0.88) and false ones
+    (Ce at 0.35, O at 0.55): the lowest grid thresholds that drop every false column and keep every
+    true one are Ce 0.4, O 0.6, with recall and precision 1."""
+    from types import SimpleNamespace
+
+    import hrtem3d.evaluate.calibrate as calibrate
+
+    truths = {k: pd.DataFrame({"species": ["Ce", "Ce", "O", "O", "O"], "x_A": [2.0, 6.0, 2.0, 6.0, 10.0],
+                               "y_A": [2.0 + k, 2.0, 4.0, 4.0, 4.0], "n_atoms": [3, 4, 2, 5, 1]})
+              for k in (9, 19)}
+
+    class Data:
+        def __init__(self, path, indices, **kw):
+            self.indices = list(indices)
+
+        def draw(self, i, structure):
+            return {"counts": np.full((8, 8), self.indices[structure], np.float32)}
+
+    class Seg:
+        def __init__(self, *a, **k):
+            self.calibration = self.detection = None
+
+        def segment(self, image, sampling):
+            t = truths[int(image[0, 0])]
+            false = pd.DataFrame({"species": ["Ce", "O", "O"], "x_A": [30.0, 40.0, 50.0], "y_A": [30.0] * 3,
+                                  "n_atoms": [1, 1, 1], "p_column": [0.35, 0.55, 0.55]})
+            true = t.assign(p_column=np.where(t.species == "Ce", 0.97, 0.88))
+            return SimpleNamespace(columns=pd.concat([true, false], ignore_index=True).assign(confidence=0.9))
+
+    monkeypatch.setattr(calibrate, "_validation", lambda data: ([9, 19], 8, 0.16, {9: 9, 19: 19}))
+    monkeypatch.setattr(calibrate, "HrtemDataset", Data)
+    monkeypatch.setattr(calibrate, "Segmenter", Seg)
+    monkeypatch.setattr(calibrate, "store", SimpleNamespace(read_columns=lambda g: truths[g]))
+    t = calibrate.fit_detection_thresholds("model", "data")
+    assert t == {"Ce": 0.4, "O": 0.6, "recall": 1.0, "precision": 1.0, "dose": 1000.0}
+    # a true O column as faint as the false ones: recall and precision cannot both be 1; the best is
+    # t_O = 0.3 (keep all 6 O, 4 false: min = precision 10/14 = 0.714) vs t_O = 0.6 (lose 2 of 6 O,
+    # recall 8/10 = 0.8); with t_O = 0.6, t_Ce 0.3 (precision 0.8) and 0.4 (precision 1) tie on
+    # min(recall, precision) = 0.8 and on recall, and the first of the grid stays
+    truths[9].loc[4, "species"] = "O"
+    faint = Seg.segment
+
+    def segment(self, image, sampling):
+        s = faint(self, image, sampling)
+        s.columns.loc[4, "p_column"] = 0.5
+        return s
+
+    monkeypatch.setattr(Seg, "segment", segment)
+    t = calibrate.fit_detection_thresholds("model", "data")
+    assert (t["Ce"], t["O"]) == (0.3, 0.6) and t["recall"] == pytest.approx(0.8) and t["precision"] == 0.8

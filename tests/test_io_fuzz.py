@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MICROSCOPE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hrtem3d.errors import HrtemError
 from hrtem3d.io import open_image
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "microscope"
+DATA = MICROSCOPE  # ../shared/testdata/microscope, or under $HRTEM3D_SHARED
 
 _EXTRA = int(os.environ.get("HRTEM3D_FUZZ_EXAMPLES", "0"))
 
@@ -135,7 +136,7 @@ def _fuzz_sample(files: list[Path], ops, which: int, pixel_size_A: float | None)
         _open_and_read(Path(tmp) / files[0].name, pixel_size_A)
 
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"microscope test data not found at {DATA}")
+needs_data = pytest.mark.usefixtures("microscope_dir")  # skips when missing; fails under CI=true
 MUTATIONS = {
     "ops": st.lists(OPS, min_size=1, max_size=4),
     "which": st.integers(0, 1),

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import MICROSCOPE
 
 from hrtem3d.errors import HrtemError
 from hrtem3d.io import ImageSource, check_finite, length_to_A, open_image, validate_pixel_size
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "microscope"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"microscope test data not found at {DATA}")
+DATA = MICROSCOPE  # ../shared/testdata/microscope, or under $HRTEM3D_SHARED
+needs_data = pytest.mark.usefixtures("microscope_dir")  # skips when missing; fails under CI=true
 
 # Reads tiny or coarse test files: any size from 1 pixel, any pixel size.
 ANY = {"min_size": 1, "pixel_size_range_A": (1e-6, 1e7)}

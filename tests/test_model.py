@@ -140,7 +140,8 @@ def test_flops_scale_with_area_and_keep_mode():
 
 def test_pick_device():
     assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device().type in ("cpu", "cuda")
+    assert pick_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("auto") == pick_device()
     if not torch.cuda.is_available():
         assert pick_device() == torch.device("cpu")
         with pytest.raises(HrtemError) as e:

@@ -72,3 +72,40 @@ def test_standardisation_is_named_and_scale_free():
     a, b = f(img), f(7.0 * img + 100.0)  # any gain and offset give the same input
     assert np.allclose(a, b, atol=1e-4)
     assert abs(float(a.mean())) < 1e-5 and float(a.std()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_relative_contrast_is_zero_at_the_mean_and_linear():
+    """Analytic: x = I / mean - 1; a flat image is 0 everywhere, twice the mean is 1, a given flux divides."""
+    flat = np.full((60, 60), 37.0, np.float32)
+    assert np.abs(relative_contrast(flat)).max() < 1e-6
+    img = flat.copy()
+    img[:30] = 74.0  # half at twice the other half: the mean is 55.5
+    x = relative_contrast(img, subsample=1)
+    assert x[0, 0] == pytest.approx(74 / 55.5 - 1, abs=1e-5) and x[-1, 0] == pytest.approx(37 / 55.5 - 1, abs=1e-5)
+    assert relative_contrast(img, mean=37.0)[-1, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_noise_level_ignores_smooth_signal():
+    """White noise of 0.1 on a smooth bright blob (peak 100): the checkerboard difference cancels the blob."""
+    from hrtem3d.data.normalize import noise_level
+
+    yy, xx = np.mgrid[:128, :128]
+    blob = 100 * np.exp(-((xx - 64.0) ** 2 + (yy - 60.0) ** 2) / (2 * 20.0**2))
+    noisy = blob + np.random.default_rng(3).normal(0, 0.1, blob.shape)
+    assert noise_level(noisy) == pytest.approx(0.1, rel=0.1)
+    assert noise_level(blob) < 0.02  # curvature residual only
+
+
+def test_mean_intensity_of_small_offset_and_odd_images():
+    """Small images use every pixel; counts with a small dark offset are still intensities; odd,
+    non-square images have a noise level."""
+    from hrtem3d.data.normalize import noise_level
+
+    small = np.ones((12, 12), np.float32)
+    small[:, 1] = 5.0  # one bright column: only a full read sees it
+    assert mean_intensity(small) == pytest.approx((11 + 5) / 12, rel=1e-6)
+    offset = np.random.default_rng(4).poisson(2.0, (96, 96)).astype(np.float32) - 0.5  # 1st percentile -0.5
+    assert mean_intensity(offset) == pytest.approx(1.5, abs=0.05)
+    assert mean_intensity(np.random.default_rng(5).normal(1.0, 3.0, (96, 96))) is None  # not intensities
+    odd = np.random.default_rng(6).normal(0, 0.2, (41, 64))
+    assert noise_level(odd) == pytest.approx(0.2, rel=0.15)

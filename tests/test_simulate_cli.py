@@ -141,10 +141,25 @@ def test_not_a_store_is_refused(tmp_path):
 
 
 def test_help_explains_every_command():
+    import re
+
+    import click
+    import typer.main
+
     r = runner.invoke(app, ["--help"])
     assert r.exit_code == 0
-    for cmd in ("simulate", "demo"):
-        assert cmd in r.output
+    group = typer.main.get_command(app)
+    commands = sorted(group.commands)
+    assert {"simulate", "train", "segment", "track", "evaluate", "calibrate", "demo"} <= set(commands)
+    for cmd in commands:
+        assert re.search(rf"│ {cmd} +\S", r.output), (cmd, r.output)  # listed with a summary
+        sub = runner.invoke(app, [cmd, "--help"], terminal_width=200)
+        assert sub.exit_code == 0 and f" {cmd} " in sub.output.split("Usage:")[1].splitlines()[0], sub.output
+        doc = group.commands[cmd].help or ""
+        assert len(doc.split()) >= 5, (cmd, doc)  # a real sentence, not a placeholder
+        for param in group.commands[cmd].params:  # every option says what it does
+            if isinstance(param, click.Option) and not param.hidden and param.name != "help":
+                assert param.help and len(param.help.split()) >= 2, (cmd, param.name)
     r = runner.invoke(app, ["simulate", "--help"])
     assert "Resumable" in r.output and "--scheduler" in r.output
 

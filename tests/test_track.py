@@ -30,8 +30,17 @@ def _run(*args):
     return CliRunner().invoke(app, ["track", *map(str, args), "--no-progress"])
 
 
-def test_track_finds_every_event_of_the_simulated_movie(movie, tmp_path):
-    m, files = movie
+@pytest.mark.parametrize("seed", [101, 102])
+def test_track_finds_every_event_of_the_simulated_movie(seed, tmp_path):
+    """Movies outside the block the change-point thresholds were tuned on (seeds 0-19).
+
+    Tolerances from docs/benchmarks.md (bench_events.py, shipped model): 40 of 40 true changes found on
+    the held-out seeds 30-39 but 77 of 80 on seeds 0-19, 0.8 false events a movie and 2 of 10 movies
+    with two or more: at least 3 of a movie's 4 changes found, at most two false events. Denoising
+    removes noise, not the network's bias (docs/tracking.md): better than single frames, not perfect.
+    """
+    m = simulate_movie(MovieConfig(), seed=seed)
+    files = write_movie(m, tmp_path / "movie")
     r = _run(files["movie"], "--out", tmp_path)
     assert r.exit_code == 0, r.output
     cols = pd.read_parquet(tmp_path / "columns.parquet")
@@ -41,21 +50,33 @@ def test_track_finds_every_event_of_the_simulated_movie(movie, tmp_path):
     events = pd.read_csv(tmp_path / "events.csv")
     assert list(events.columns) == EVENT_FIELDS
     truth, found = match_events(events, m.events, m.pixel_size_A)
-    assert (truth.found_row >= 0).all(), truth  # every change within 2 frames and 0.7 Å
-    assert (found.truth_row < 0).sum() <= 1, found  # at most one false event
-    kinds = dict(zip(truth.kind, truth.found_kind))
-    assert kinds["ce_loss"] == "ce_loss" and kinds["o_vacancy"] == "o_vacancy" and kinds["migration"] == "migration"
+    assert (truth.found_row >= 0).sum() >= len(truth) - 1 == 3, truth  # within 2 frames and 0.7 Å
+    assert (found.truth_row < 0).sum() <= 2, found  # at most two false events
     # column_id is stable: most true columns keep one id through the movie
     tracks = pd.read_parquet(tmp_path / "tracks.parquet")
     assert (tracks.n_frames == 24).sum() >= 0.8 * (m.truth.frame == 0).sum()
     assert (tracks.n_frames >= 20).sum() <= 1.1 * (m.truth.frame == 0).sum()  # few spurious long tracks
-    # temporal denoising: depths of the true columns are right more often than in single frames,
-    # at least half of the single-frame errors gone
+    # temporal denoising: depths of the true columns are right more often than in single frames
+    # (seed 101: Ce 0.91 -> 0.94, O 0.78 -> 0.88)
     acc = movie_depth_accuracy(cols, m.truth)
-    ce = acc.loc["Ce"]
-    assert ce.denoised > ce.single_frame and 1 - ce.denoised <= 0.5 * (1 - ce.single_frame), acc
-    for name in ("overlay.gif", "figure2.png", "depth_traces.png", "event_map.png", "summary.json"):
-        assert (tmp_path / name).stat().st_size > 1000, name
+    assert (acc.denoised > acc.single_frame).all() and acc.loc["Ce", "denoised"] >= 0.9, acc
+    _check_figures(tmp_path, cols, events, m)
+
+
+def _check_figures(out, cols, events, m) -> None:
+    """The figures are images of the run: sizes, frames, and not blank."""
+    from PIL import Image, ImageSequence
+
+    gif = Image.open(out / "overlay.gif")
+    frames = [np.asarray(f.convert("L"), float) for f in ImageSequence.Iterator(gif)]
+    assert len(frames) == len(m.frames) == cols.frame.nunique()
+    assert min(gif.size) >= 0.5 * m.frames.shape[1]  # not shrunk to a thumbnail
+    assert all(f.std() > 10 for f in frames) and np.abs(frames[0] - frames[-1]).mean() > 1  # the movie moves
+    for name in ("figure2.png", "depth_traces.png", "event_map.png"):
+        img = np.asarray(Image.open(out / name).convert("L"), float)
+        assert min(img.shape) >= 300 and img.std() > 10 and (img < 128).mean() > 0.005, name  # drawn on
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["events"] == len(events) and summary["frames"] == len(m.frames)
 
 
 def test_track_resumes_after_an_interruption_and_skips_bad_frames(movie, tmp_path, monkeypatch):

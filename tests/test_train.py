@@ -47,7 +47,6 @@ def test_short_run_learns_and_writes_a_model(tiny_store, tmp_path):
     assert meta["scheme"]["species"] == ["Ce", "O"]
     assert meta["pixel_size_A"] == pytest.approx(0.16)
     assert meta["train_config"]["steps"] == 30
-    assert 0.5 <= meta["temperature"] <= 3.0
     hist = meta["history"]
     assert hist[-1]["step"] == 30 and m["step"] == 30
     # background is learned first: from nothing to most pixels within 30 steps, and the loss falls
@@ -55,6 +54,35 @@ def test_short_run_learns_and_writes_a_model(tiny_store, tmp_path):
     assert hist[-1]["loss"] < 0.85 * hist[0]["loss"]
     model, _ = load_model(out)
     assert model(torch.zeros(1, 1, 40, 40)).shape == (1, 25, 40, 40)
+
+
+class _Scaled(torch.nn.Module):
+    """A stand-in network whose logits are `scale` times its input (the true logits)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return self.scale * x
+
+
+@pytest.mark.parametrize("scale", [0.7, 2.0])
+def test_temperature_undoes_over_and_under_confidence(scale):
+    """Labels drawn from softmax(L), logits scale * L: the NLL-optimal temperature is `scale`."""
+    from hrtem3d.train.loop import fit_temperature
+
+    g = torch.Generator().manual_seed(0)
+    ds = []
+    for _ in range(4):
+        true = 2.0 * torch.randn(5, 64, 64, generator=g)
+        cls = torch.multinomial(torch.softmax(true, 0).reshape(5, -1).T, 1, generator=g).reshape(64, 64)
+        alpha = torch.ones(64, 64)
+        alpha[:, 32:] = 0.5  # off the column cores: labels there are noise and must not count
+        cls[:, 32:] = torch.randint(0, 5, (64, 32), generator=g)
+        ds.append((true, torch.stack([cls.float(), alpha]), None))
+    t = fit_temperature(_Scaled(scale), ds, torch.device("cpu"))
+    assert abs(t - scale) <= 0.1 + 1e-9, t
 
 
 def test_resume_continues_from_checkpoint(tiny_store, tmp_path):
@@ -107,3 +135,40 @@ def test_init_starts_from_the_given_weights_and_refuses_another_shape(tiny_store
     bad = TrainConfig(**{**cfg.__dict__, "widths": (4, 8, 16)})
     with pytest.raises(HrtemError, match="--widths"):
         train(tiny_store, tmp_path / "bad.safetensors", bad, progress=False)
+
+
+def test_killed_run_resumes_to_the_weights_of_an_unbroken_one(tiny_store, tmp_path, monkeypatch):
+    import hrtem3d.train.loop as loop
+
+    whole = tmp_path / "whole.safetensors"
+    train(tiny_store, whole, _cfg(10), progress=False)
+    out = tmp_path / "killed.safetensors"
+    real, calls = loop.validate, []
+
+    def killed_at_step_10(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C (or the OOM killer) after the step-5 checkpoint
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "validate", killed_at_step_10)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_store, out, _cfg(10), progress=False)
+    assert not out.exists() and out.with_name(out.name + ".ckpt").exists()
+    monkeypatch.setattr(loop, "validate", real)
+    m = train(tiny_store, out, _cfg(10), progress=False)
+    assert m["step"] == 10 and [h["step"] for h in read_metadata(out)["history"]] == [5, 10]
+    a, _ = load_model(whole)
+    b, _ = load_model(out)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va.float(), vb.float(), atol=1e-5), k  # resumed exactly where it stopped
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tiny_store, tmp_path):
+    out = tmp_path / "c.safetensors"
+    out.with_name(out.name + ".ckpt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(HrtemError) as e:
+        train(tiny_store, out, _cfg(5), progress=False)
+    msg = str(e.value)
+    assert "checkpoint" in msg and "unreadable" in msg and "delete it" in msg and "\n" not in msg, msg
+    assert not out.exists()

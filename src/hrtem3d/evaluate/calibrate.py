@@ -74,16 +74,18 @@ def scope_of(meta: dict) -> ScopeEnvelope | None:
 
 
 def _validation_image(ds: HrtemDataset, i: int, k: int, truth, sampling: float):
-    """(image, stated pixel size Å, truth in the image's frame, Å per input pixel in truth's frame)."""
+    """(image, stated pixel size Å, truth in the image's frame, true Å per input pixel or None if exact)."""
     d = ds.draw(i, structure=k)
     if "acquisition" not in d:
-        return d["counts"], sampling, truth, sampling
+        return d["counts"], sampling, truth, None
     oy, ox = d["origin_A"]
     return d["counts"], d["pixel_size_A"], truth.assign(x_A=truth.x_A - ox, y_A=truth.y_A - oy), d["native_pixel_A"]
 
 
-def _in_true_A(columns, true_pixel_A: float):
+def _in_true_A(columns, true_pixel_A: float | None):
     """Predicted positions in true Å (the stated calibration may be off; the comparison must not be)."""
+    if true_pixel_A is None:
+        return columns
     return columns.assign(x_A=columns.x_px * true_pixel_A, y_A=columns.y_px * true_pixel_A)
 
 

@@ -200,6 +200,27 @@ class UNet(nn.Module):
         return x
 
 
+def receptive_radius(config: UNetConfig) -> int:
+    """Largest distance (input pixels, along x or y) from an output pixel to an input pixel it depends on.
+
+    An upper bound from the architecture: each 3x3 convolution at stride s adds s, each 2x2 max-pool of
+    stride-s features adds s, each x2 upsampling from stride s adds s (bilinear reads the next coarse
+    pixel). The shipped 5-level model (2 convolutions a level) gives 137; the measured support of one
+    output pixel's gradient is at most 122 pixels.
+    """
+    n, depth = config.convs_per_level, config.depth
+    encoder = sum(n * 2**i for i in range(depth)) + sum(2 ** (i - 1) for i in range(1, depth))
+    decoder = sum(2 ** (i + 1) + n * 2**i for i in range(depth - 1))
+    return encoder + decoder
+
+
+def seam_free_overlap(config: UNetConfig) -> int:
+    """Tile overlap (pixels) at which tiling does not change the output: the receptive radius rounded up
+    to a multiple of ``config.multiple``, so tiles start on the pooling grid of the whole image."""
+    m = config.multiple
+    return -(-receptive_radius(config) // m) * m
+
+
 def plain_unet_reference() -> UNet:
     """The project's speed reference: plain 4-level U-Net, 16-32-64-128 filters,
     two 3x3 conv + BN + ReLU per level, 12 classes (default bilinear upsampling)."""

@@ -20,7 +20,7 @@ from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model
-from hrtem3d.model.unet import pick_device
+from hrtem3d.model.unet import pick_device, seam_free_overlap
 from hrtem3d.segment.columns import find_columns
 from hrtem3d.segment.confidence import apply_calibration
 
@@ -61,7 +61,8 @@ class Segmenter:
             `[B, C, y, x]`, and the metadata a model file holds: at least `scheme` and `pixel_size_A`).
         device: "cpu" or "cuda" (default: CUDA when present).
         tile: largest working-grid tile side (pixels); larger images are tiled.
-        overlap: tile overlap (working pixels), so seams do not change results.
+        overlap: tile overlap (working pixels); None takes the network's receptive radius rounded up to
+            its pooling grid (`seam_free_overlap`: 144 for the shipped model), so seams change nothing.
         contrast: "bright" (atoms bright, as in training), "dark" (inverted), or "auto" (decided on
             the first image segmented after `set_contrast`; callers reset it for every new input).
         threads: torch CPU threads (None: torch's default).
@@ -72,7 +73,7 @@ class Segmenter:
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
-                 overlap: int = 48, contrast: str = "auto", threads: int | None = None, compile: bool = False,
+                 overlap: int | None = None, contrast: str = "auto", threads: int | None = None, compile: bool = False,
                  tta: int = 1):
         if tta not in (1, 2, 4, 8):
             raise HrtemError(f"tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}", param="tta")
@@ -91,7 +92,14 @@ class Segmenter:
         cw = self.meta.get("class_weights")  # the loss weights, whose bias find_columns undoes
         self.class_weights = np.asarray(cw, np.float32) if cw is not None else None
         self.detection = self.meta.get("detection_threshold")  # per-species column probability, or None
-        self.tile, self.overlap = tile, overlap
+        if overlap is None:  # an in-memory network other than the U-Net: a generous fixed margin
+            config = getattr(self.model, "config", None)
+            overlap = seam_free_overlap(config) if config is not None else 144
+        self.overlap = overlap
+        if tile - 2 * self.overlap < 1:
+            raise HrtemError(f"tile {tile} must exceed twice the overlap {self.overlap} (working pixels)",
+                             param="tile")
+        self.tile = tile
         self.set_contrast(contrast)
         self.net = torch.compile(self.model, dynamic=False) if compile else self.model
 

@@ -295,7 +295,7 @@ def _load_checkpoint(path: Path, model, opt, config: TrainConfig, dev) -> dict:
     try:
         ck = torch.load(path, map_location=dev, weights_only=True)
     except Exception as e:
-        raise HrtemError(f"checkpoint {path} is unreadable ({e}); delete it to start afresh") from None
+        raise HrtemError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start afresh") from None
     old = json.loads(ck["config_json"])
     new = _jsonable(asdict(config))
     keys = [k for k in new if k not in ("steps", "workers", "threads", "val_every", "checkpoint_every")
