@@ -38,9 +38,13 @@ CHECK_RANGE = 0.3            # check_pixel_size searches the stated pixel size +
 TOLERANCE = 0.02             # a calibration off by more than this is reported
 DETECT_Q = 8.0               # a spot is detected when its power is this many times the azimuthal median
 MAX_PEAKS = 40
+MIN_SPOTS = 4                # a lattice is found with at least this many spots (a Friedel pair once) ...
+OUTLIER = 0.025              # ... each within 2.5 % of |g| of the fitted lattice (worse ones are dropped) ...
+MAX_RESIDUAL = 0.015         # ... and an r.m.s. misfit below 1.5 %
 TILE = 1024
 D_MIN_A = 0.9                # reflections down to this spacing are predicted and fitted (Å)
 PAIR_D_MIN_A = 0.9           # pairs of these propose pixel sizes
+RANK_D_MIN_A = 1.2           # proposals are ranked by the peaks these explain (denser sets hit noise)
 
 
 @dataclass(frozen=True)
@@ -294,28 +298,49 @@ def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search
     p = power_spectrum(image)
     q = _ratio_map(p)
     logp = np.log(np.maximum(p, 1e-30))
-    d = [r.d_A for r in refl]
-    peaks = _peaks(q, logp, band=(0.9 * scale_range[0] / max(d), 1.1 * scale_range[1] / min(d)))
-    if len(peaks) < 2:
-        return LatticeFit(False)
-    cands = _candidates(peaks, refl, scale_range)
-    if not len(cands):
-        return LatticeFit(False)
-    n_hit = _explained(peaks, refl, cands, q.shape)
+    if pixel_size_A is not None:
+        windows = [scale_range]
+    else:  # overlapping windows, so that each one's peaks are those of its own frequency band
+        c = np.geomspace(SEARCH_A[0] / (1 - CHECK_RANGE), SEARCH_A[1] / (1 + CHECK_RANGE), 8)
+        windows = [(v * (1 - CHECK_RANGE), v * (1 + CHECK_RANGE)) for v in c]
     best = None
-    for k in np.argsort(-n_hit, kind="stable")[:8]:
-        fit = _refine(q, logp, refl, cands[k])
-        if fit.found and (best is None or (fit.n_reflections, -fit.residual) > (best.n_reflections, -best.residual)):
+    for w in windows:
+        fit = _search(q, logp, refl, w)
+        if fit is not None and (best is None or _better(fit, best)):
             best = fit
     while best is not None:
         # each reflection g of the lattice at k times the pixel size lands on the real spot k g: try 1/k
         finer = [_refine(q, logp, refl, np.array([best.pixel_size_A / k, np.deg2rad(best.rotation_deg)]))
                  for k in (2, 3, 4) if best.pixel_size_A / k >= scale_range[0]]
-        finer = [f for f in finer if f.found and f.n_reflections >= max(4, best.n_reflections / 2)]
+        finer = [f for f in finer if f.found and f.n_reflections >= max(MIN_SPOTS, best.n_reflections / 2)]
         if not finer:
             break
         best = finer[0]
     return best or LatticeFit(False)
+
+
+def _better(a: LatticeFit, b: LatticeFit) -> bool:
+    return (a.n_reflections, -a.residual) > (b.n_reflections, -b.residual)
+
+
+def _search(q: np.ndarray, logp: np.ndarray, refl: tuple, scale_range: tuple[float, float]) -> LatticeFit | None:
+    """The best lattice with a pixel size in `scale_range` (Å), or None."""
+    d = [r.d_A for r in refl]
+    peaks = _peaks(q, logp, band=(0.9 * scale_range[0] / max(d), 1.1 * scale_range[1] / min(d)))
+    if len(peaks) < 2:
+        return None
+    cands = _candidates(peaks, refl, scale_range)
+    if not len(cands):
+        return None
+    key = np.stack([np.round(np.log(cands[:, 0]) / 0.01), np.round(np.rad2deg(cands[:, 1]) % 180 / 1.0)], 1)
+    cands = cands[np.unique(key, axis=0, return_index=True)[1]]  # one of each (1 %, 1 degree) cluster
+    n_hit = _explained(peaks, tuple(r for r in refl if r.d_A >= RANK_D_MIN_A), cands, q.shape)
+    best = None
+    for k in np.argsort(-n_hit, kind="stable")[:30]:
+        fit = _refine(q, logp, refl, cands[k])
+        if fit.found and (best is None or _better(fit, best)):
+            best = fit
+    return best
 
 
 def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> LatticeFit:
@@ -330,13 +355,13 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
         if hit is not None:
             spots.append(hit)
             used.append(r)
-    if len(spots) < 3:
+    if len(spots) < MIN_SPOTS:
         return LatticeFit(False)
     params = np.array([s, s, theta])
     while True:  # fit, drop the worst spot while one is more than 2 % off
         params, res = _fit(spots, used, tuple(params))
         e = np.hypot(res[0], res[1])
-        if e.max() <= 0.02 or len(spots) <= 3:
+        if e.max() <= OUTLIER or len(spots) <= MIN_SPOTS:
             break
         k = int(np.argmax(e))
         spots, used = spots[:k] + spots[k + 1:], used[:k] + used[k + 1:]
@@ -347,8 +372,8 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
     dirs = np.array([np.arctan2(r.gy, r.gx) % np.pi for r in used])
     spread = np.abs(np.angle(np.exp(2j * (dirs[:, None] - dirs[None, :])))).max() / 2
     odd = sum(r.hkl[0] % 2 for r in used)  # all-even spots alone fit twice the pixel size as well
-    found = bool(len(used) >= 3 and odd >= 2 and spread > np.deg2rad(20)
-                 and np.sqrt(np.mean(err ** 2)) < 0.01 and params[0] > 0 and params[1] > 0)
+    found = bool(len(used) >= MIN_SPOTS and odd >= 2 and spread > np.deg2rad(20)
+                 and np.sqrt(np.mean(err ** 2)) < MAX_RESIDUAL and params[0] > 0 and params[1] > 0)
     return LatticeFit(found, float(np.sqrt(params[0] * params[1])), float(params[0]), float(params[1]),
                       float(np.rad2deg(params[2]) % 180), len(used), fams, float(np.sqrt(np.mean(err ** 2))),
                       float(np.median([sp[2] for sp in spots])))
