@@ -110,6 +110,8 @@ def main() -> None:
             free = measure_lattice(im)
             r = {"case": name, "image": k, "dose": dose, "stated_A": px, "warned": not env.in_envelope,
                  "calibration_warned": lat.disagrees, "lattice_A": free.pixel_size_A if free.found else np.nan,
+                 "lattice_spots": free.n_reflections, "near_spots": lat.fit.n_reflections,
+                 "near_residual": lat.fit.residual,
                  "reasons": "; ".join(env.reasons)}
             if seg is not None and 0.005 <= px <= 2.0:
                 s = seg.segment(im, px)

@@ -134,7 +134,8 @@ def train(
 def segment(
     inputs: list[Path] = typer.Argument(..., help="Images or stacks: DM3/DM4, SER/EMI, EMD, MRC, TIFF, NPY."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; one sub-folder per input."),
-    pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's)."),
+    pixel_size: str = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's), or "
+                                   "'lattice' to measure it from the CeO2 [110] lattice of the first frame."),
     model: Path = typer.Option(None, help="Model file (*.safetensors); default: the model shipped with hrtem3d."),
     contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto."),
     tta: int = typer.Option(1, help="Test-time augmentation: average the class probabilities over 1, 2, 4 or "
@@ -153,7 +154,10 @@ def segment(
     """Find every atomic column and its depth (atoms in the column) in each image.
 
     Writes OUT/<input stem>/columns.csv (frame, column_id, x_px, y_px, x_A, y_A, species, n_atoms,
-    confidence), labels.tif, confidence.tif and overlay.png; with --export-3d also model.xyz and model.cif.
+    confidence), labels.tif, confidence.tif, overlay.png and trust.json (pixel size used and its source,
+    the lattice and envelope checks); with --export-3d also model.xyz and model.cif. A calibration that
+    disagrees with the lattice by more than 2 %, or an image outside the model's envelope (then
+    confidence is capped), gives a one-line warning on stderr.
     """
     from hrtem3d.jobs.workflows import segment_file
     from hrtem3d.segment.segmenter import Segmenter
@@ -163,7 +167,10 @@ def segment(
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
                          stack_rule=stack_rule)
         skipped = f", skipped frames {r['skipped_frames']} (NaN/Inf)" if r["skipped_frames"] else ""
-        typer.echo(f"{path}: {r['frames']} frame(s), {r['columns']} columns -> {r['out']}{skipped}")
+        for w in r.get("warnings", []):
+            typer.echo(f"warning: {w}", err=True)
+        typer.echo(f"{path}: {r['frames']} frame(s), {r['columns']} columns at {r['pixel_size_A']:.4g} Å/px "
+                   f"({r['pixel_size_source']}) -> {r['out']}{skipped}")
         if export_3d:
             typer.echo(f"  3D model ({stack_rule}, {r['model_atoms']} atoms in frame 0): "
                        f"{', '.join(r['model_files'])}")

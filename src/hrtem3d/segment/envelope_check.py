@@ -25,11 +25,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from hrtem3d.segment.lattice import TOLERANCE, LatticeCheck, check_pixel_size
-from hrtem3d.structure.material import CERIA, Material
+from hrtem3d.segment.lattice import CONFIDENT_SPOTS, TOLERANCE, LatticeCheck, check_pixel_size, measure_lattice
+from hrtem3d.structure.material import CERIA, GOLD, Material
 
 PIXEL_LIMIT = 0.08      # a lattice this far (relative) from the stated pixel size is outside training
 CONFIDENCE_CAP = 0.2    # column confidence on an out-of-envelope image is at most this
+ALTERNATIVES = ((CERIA, (1, 0, 0)), (CERIA, (1, 1, 1)), (GOLD, (1, 1, 0)))
+"""Patterns fitted beside CeO2 [110] at the stated pixel size; one that explains more spots wins."""
 
 
 @dataclass
@@ -74,15 +76,34 @@ def check_envelope(image: np.ndarray, pixel_size_A: float, material: Material = 
         ['no CeO2 [110] lattice near 0.1 Å/px']
     """
     lat = lattice or check_pixel_size(image, pixel_size_A, material=material)
-    zone = "[" + "".join(str(v) for v in material.zone_axis) + "]"
+    zone = _zone(material.zone_axis)
     reasons = []
-    if not lat.fit.found:
-        reasons.append(f"no {material.name} {zone} lattice near {pixel_size_A:.4g} Å/px")
+    rival = _best_rival(image, pixel_size_A, max(lat.fit.n_reflections if lat.fit.found else 0, CONFIDENT_SPOTS - 1))
+    if rival:
+        reasons.append(f"the lattice looks like {rival}, not {material.name} {zone}")
     else:
-        dev = max(lat.deviation_x, lat.deviation_y, key=abs)
-        if abs(dev) > PIXEL_LIMIT:
+        f = lat.fit
+        dev = max(pixel_size_A / f.pixel_size_x_A - 1, pixel_size_A / f.pixel_size_y_A - 1, key=abs) if f.found \
+            else float("nan")
+        if f.confident and abs(dev) > PIXEL_LIMIT:
             reasons.append(f"the lattice says the pixel size is {dev:+.0%} off")
+        elif not abs(dev) <= PIXEL_LIMIT:  # none found, or a weak fit far from the stated size
+            reasons.append(f"no {material.name} {zone} lattice near {pixel_size_A:.4g} Å/px")
     return EnvelopeCheck(not reasons, reasons, lat, float(pixel_size_A))
+
+
+def _zone(z) -> str:
+    return "[" + "".join(str(v) for v in z) + "]"
+
+
+def _best_rival(image: np.ndarray, pixel_size_A: float, n_own: int) -> str:
+    """Name of the alternative pattern that explains more spots than `n_own` near `pixel_size_A`, or ""."""
+    best, name = n_own, ""
+    for mat, zone in ALTERNATIVES:
+        fit = measure_lattice(image, pixel_size_A, material=mat, zone=zone, search=PIXEL_LIMIT)
+        if fit.found and fit.n_reflections > best:
+            best, name = fit.n_reflections, f"{mat.name} {_zone(zone)}"
+    return name
 
 
 def cap_confidence(columns: pd.DataFrame, check: EnvelopeCheck) -> pd.DataFrame:

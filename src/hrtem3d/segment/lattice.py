@@ -36,11 +36,13 @@ from hrtem3d.structure.material import CERIA, Material
 SEARCH_A = (0.02, 1.0)       # pixel sizes --pixel-size lattice searches (Å)
 CHECK_RANGE = 0.3            # check_pixel_size searches the stated pixel size +- 30 %
 TOLERANCE = 0.02             # a calibration off by more than this is reported
-DETECT_Q = 8.0               # a spot is detected when its power is this many times the azimuthal median
+DETECT_Q = 8.0               # peaks that propose lattices stand this many times above the azimuthal median
+SPOT_Q = 5.0                 # a predicted spot counts as detected above this
 MAX_PEAKS = 40
 MIN_SPOTS = 4                # a lattice is found with at least this many spots (a Friedel pair once) ...
 OUTLIER = 0.025              # ... each within 2.5 % of |g| of the fitted lattice (worse ones are dropped) ...
 MAX_RESIDUAL = 0.015         # ... and an r.m.s. misfit below 1.5 %
+CONFIDENT_SPOTS = 6          # enough spots to warn about a calibration or to replace it
 TILE = 1024
 D_MIN_A = 0.9                # reflections down to this spacing are predicted and fitted (Å)
 PAIR_D_MIN_A = 0.9           # pairs of these propose pixel sizes
@@ -99,6 +101,7 @@ class LatticeFit:
         families: detected spots per family, e.g. {"111": 2, "200": 1}.
         residual: r.m.s. misfit of the detected spots relative to their |g| (0.003 = 0.3 %).
         strength: median power of the detected spots over the azimuthal median (signal to background).
+        rel_err_x, rel_err_y: standard errors of the x and y pixel sizes from the fit, relative.
     """
 
     found: bool
@@ -110,6 +113,13 @@ class LatticeFit:
     families: dict = field(default_factory=dict)
     residual: float = float("nan")
     strength: float = 0.0
+    rel_err_x: float = float("nan")
+    rel_err_y: float = float("nan")
+
+    @property
+    def confident(self) -> bool:
+        """Found with enough spots (`CONFIDENT_SPOTS`) to act on: warn about a calibration, replace it."""
+        return self.found and self.n_reflections >= CONFIDENT_SPOTS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -247,7 +257,7 @@ def _refine_spot(q: np.ndarray, logp: np.ndarray, fx: float, fy: float) -> tuple
     win = q[y0:y1, x0:x1]
     iy, ix = np.unravel_index(np.argmax(win), win.shape)
     py, px = y0 + iy, x0 + ix
-    if q[py, px] < DETECT_Q:
+    if q[py, px] < SPOT_Q:
         return None
 
     dy = float(_vertex(logp[py - 1, px], logp[py, px], logp[py + 1, px]))
@@ -268,7 +278,13 @@ def _fit(spots: list, refl: list, start: tuple[float, float, float]) -> tuple[np
         return np.concatenate([(f[:, 0] / p[0] - kx) / gl, (f[:, 1] / p[1] - ky) / gl])
 
     r = least_squares(res, np.asarray(start, float), x_scale=[start[0], start[0], 0.01])
-    return r.x, res(r.x).reshape(2, -1)
+    dof = max(1, r.fun.size - 3)
+    try:
+        cov = np.linalg.inv(r.jac.T @ r.jac) * float(r.fun @ r.fun) / dof
+        err = np.sqrt(np.clip(np.diag(cov), 0, None))
+    except np.linalg.LinAlgError:
+        err = np.full(3, np.inf)
+    return np.concatenate([r.x, err]), res(r.x).reshape(2, -1)
 
 
 def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search: float | None = None,
@@ -358,8 +374,9 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
     if len(spots) < MIN_SPOTS:
         return LatticeFit(False)
     params = np.array([s, s, theta])
-    while True:  # fit, drop the worst spot while one is more than 2 % off
-        params, res = _fit(spots, used, tuple(params))
+    while True:  # fit, drop the worst spot while one is more than 2.5 % off
+        out, res = _fit(spots, used, tuple(params[:3]))
+        params = out
         e = np.hypot(res[0], res[1])
         if e.max() <= OUTLIER or len(spots) <= MIN_SPOTS:
             break
@@ -371,12 +388,14 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
         fams[r.family] = fams.get(r.family, 0) + 1
     dirs = np.array([np.arctan2(r.gy, r.gx) % np.pi for r in used])
     spread = np.abs(np.angle(np.exp(2j * (dirs[:, None] - dirs[None, :])))).max() / 2
-    odd = sum(r.hkl[0] % 2 for r in used)  # all-even spots alone fit twice the pixel size as well
-    found = bool(len(used) >= MIN_SPOTS and odd >= 2 and spread > np.deg2rad(20)
+    # all-even spots alone fit twice the pixel size as well: where the zone has odd ones, two must be seen
+    odd = sum(r.hkl[0] % 2 for r in used) >= 2 or not any(r.hkl[0] % 2 for r in refl)
+    found = bool(len(used) >= MIN_SPOTS and odd and spread > np.deg2rad(20)
                  and np.sqrt(np.mean(err ** 2)) < MAX_RESIDUAL and params[0] > 0 and params[1] > 0)
     return LatticeFit(found, float(np.sqrt(params[0] * params[1])), float(params[0]), float(params[1]),
                       float(np.rad2deg(params[2]) % 180), len(used), fams, float(np.sqrt(np.mean(err ** 2))),
-                      float(np.median([sp[2] for sp in spots])))
+                      float(np.median([sp[2] for sp in spots])), float(params[3] / params[0]),
+                      float(params[4] / params[1]))
 
 
 def zone_families(refl: tuple) -> list[str]:
@@ -424,11 +443,15 @@ def check_pixel_size(image: np.ndarray, pixel_size_A: float, tolerance: float = 
         (True, False)
     """
     fit = measure_lattice(image, pixel_size_A, material=material)
-    if not fit.found:
+    if not fit.confident:
         return LatticeCheck(pixel_size_A, fit, message=f"no {material.name} lattice found near "
                                                           f"{pixel_size_A:.4g} Å/px: the pixel size is unchecked")
     dx, dy = pixel_size_A / fit.pixel_size_x_A - 1, pixel_size_A / fit.pixel_size_y_A - 1
-    bad = max(abs(dx), abs(dy)) > tolerance
+    # the mean pixel size off by more than the tolerance (and three standard errors), or one axis off by
+    # more than the tolerance and three times the spots' r.m.s. misfit (x and y alone are less certain)
+    dm = pixel_size_A / fit.pixel_size_A - 1
+    bad = bool(abs(dm) > max(tolerance, 3 * np.hypot(fit.rel_err_x, fit.rel_err_y) / 2)
+               or max(abs(dx), abs(dy)) > max(tolerance, 3 * fit.residual))
     msg = ""
     if bad:
         msg = (f"the pixel size {pixel_size_A:.4g} Å disagrees with the {material.name} lattice "
