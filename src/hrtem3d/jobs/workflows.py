@@ -76,7 +76,8 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter,
     atomic_write(dest / "confidence.tif", lambda p: tifffile.imwrite(p, np.stack(confs).astype(np.float32)))
     fig = overlay_figure(first[0], first[1], trust.pixel_size_A, title=f"{path.name}: {len(first[1])} columns")
     save_figure(fig, dest / "overlay.png")
-    atomic_write(dest / "trust.json", lambda p: p.write_text(json.dumps(trust.to_dict(), indent=1, default=float, ensure_ascii=False)))
+    text = json.dumps(trust.to_dict(), indent=1, default=float, ensure_ascii=False)
+    atomic_write(dest / "trust.json", lambda p: p.write_text(text, encoding="utf-8"))
     result = {"input": str(path), "out": str(dest), "frames": src.n_frames, "columns": len(table),
               "skipped_frames": skipped, "pixel_size_A": trust.pixel_size_A, "pixel_size_source": trust.source,
               "in_envelope": trust.in_envelope, "warnings": trust.warnings}

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from hrtem3d.segment.lattice import CONFIDENT_SPOTS, TOLERANCE, LatticeCheck, check_pixel_size, measure_lattice
+from hrtem3d.segment.lattice import TOLERANCE, LatticeCheck, check_pixel_size, measure_lattice
 from hrtem3d.structure.material import CERIA, GOLD, Material
 
 PIXEL_LIMIT = 0.08      # a lattice this far (relative) from the stated pixel size is outside training
@@ -78,7 +78,11 @@ def check_envelope(image: np.ndarray, pixel_size_A: float, material: Material = 
     lat = lattice or check_pixel_size(image, pixel_size_A, material=material)
     zone = _zone(material.zone_axis)
     reasons = []
-    rival = _best_rival(image, pixel_size_A, max(lat.fit.n_reflections if lat.fit.found else 0, CONFIDENT_SPOTS - 1))
+    own = 0.0
+    if lat.fit.found:  # a CeO2 fit far from the stated pixel size loses a tie to a rival that is near it
+        near = abs(pixel_size_A / lat.fit.pixel_size_A - 1) <= PIXEL_LIMIT
+        own = lat.fit.score - (0.0 if near else 0.5)
+    rival = _best_rival(image, pixel_size_A, own)
     if rival:
         reasons.append(f"the lattice looks like {rival}, not {material.name} {zone}")
     else:
@@ -96,13 +100,14 @@ def _zone(z) -> str:
     return "[" + "".join(str(v) for v in z) + "]"
 
 
-def _best_rival(image: np.ndarray, pixel_size_A: float, n_own: int) -> str:
-    """Name of the alternative pattern that explains more spots than `n_own` near `pixel_size_A`, or ""."""
-    best, name = n_own, ""
+def _best_rival(image: np.ndarray, pixel_size_A: float, own: float) -> str:
+    """Name of the alternative pattern found clearly near `pixel_size_A` whose `LatticeFit.score` beats
+    `own`, or ""."""
+    best, name = own, ""
     for mat, zone in ALTERNATIVES:
         fit = measure_lattice(image, pixel_size_A, material=mat, zone=zone, search=PIXEL_LIMIT)
-        if fit.found and fit.n_reflections > best:
-            best, name = fit.n_reflections, f"{mat.name} {_zone(zone)}"
+        if fit.confident and fit.score > best:
+            best, name = fit.score, f"{mat.name} {_zone(zone)}"
     return name
 
 

@@ -42,7 +42,9 @@ MAX_PEAKS = 40
 MIN_SPOTS = 4                # a lattice is found with at least this many spots (a Friedel pair once) ...
 OUTLIER = 0.025              # ... each within 2.5 % of |g| of the fitted lattice (worse ones are dropped) ...
 MAX_RESIDUAL = 0.015         # ... and an r.m.s. misfit below 1.5 %
-CONFIDENT_SPOTS = 6          # enough spots to warn about a calibration or to replace it
+MIN_EXCESS = 3               # a found lattice lights up this many more spots than noise would ...
+MAX_ANISOTROPY = 0.08        # pixels more unequal than this are a mis-indexed lattice, not a camera
+CONFIDENT_EXCESS = 5         # ... and this many to warn about a calibration or to replace it
 TILE = 1024
 D_MIN_A = 0.9                # reflections down to this spacing are predicted and fitted (Å)
 PAIR_D_MIN_A = 0.9           # pairs of these propose pixel sizes
@@ -102,6 +104,9 @@ class LatticeFit:
         residual: r.m.s. misfit of the detected spots relative to their |g| (0.003 = 0.3 %).
         strength: median power of the detected spots over the azimuthal median (signal to background).
         rel_err_x, rel_err_y: standard errors of the x and y pixel sizes from the fit, relative.
+        n_seen, n_false: spots above `DETECT_Q` within a bin of the fitted positions, and the number that
+            noise alone would give there (the `excess` of the two measures how clear the lattice is);
+            n_missing: predicted spots not seen inside the farthest one seen.
     """
 
     found: bool
@@ -115,11 +120,24 @@ class LatticeFit:
     strength: float = 0.0
     rel_err_x: float = float("nan")
     rel_err_y: float = float("nan")
+    n_seen: int = 0
+    n_false: float = 0.0
+    n_missing: int = 0
+
+    @property
+    def excess(self) -> float:
+        """Spots seen at the fitted positions beyond what noise alone would light up there."""
+        return self.n_seen - self.n_false
+
+    @property
+    def score(self) -> float:
+        """How well the lattice explains the spectrum: `excess` less half the predicted spots missing."""
+        return self.excess - 0.5 * self.n_missing if self.found else 0.0
 
     @property
     def confident(self) -> bool:
-        """Found with enough spots (`CONFIDENT_SPOTS`) to act on: warn about a calibration, replace it."""
-        return self.found and self.n_reflections >= CONFIDENT_SPOTS
+        """Found clearly enough (`CONFIDENT_EXCESS` spots beyond noise) to warn about a calibration or replace it."""
+        return self.found and self.excess >= CONFIDENT_EXCESS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -328,7 +346,7 @@ def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search
         # each reflection g of the lattice at k times the pixel size lands on the real spot k g: try 1/k
         finer = [_refine(q, logp, refl, np.array([best.pixel_size_A / k, np.deg2rad(best.rotation_deg)]))
                  for k in (2, 3, 4) if best.pixel_size_A / k >= scale_range[0]]
-        finer = [f for f in finer if f.found and f.n_reflections >= max(MIN_SPOTS, best.n_reflections / 2)]
+        finer = [f for f in finer if f.found and f.excess >= max(MIN_EXCESS, best.excess / 2)]
         if not finer:
             break
         best = finer[0]
@@ -336,7 +354,9 @@ def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search
 
 
 def _better(a: LatticeFit, b: LatticeFit) -> bool:
-    return (a.n_reflections, -a.residual) > (b.n_reflections, -b.residual)
+    """Ranks fits: spots beyond noise, less half of the predicted spots missing (a lattice finer than the
+    real one predicts all its spots and more), then the misfit."""
+    return (a.score, -a.residual) > (b.score, -b.residual)
 
 
 def _search(q: np.ndarray, logp: np.ndarray, refl: tuple, scale_range: tuple[float, float]) -> LatticeFit | None:
@@ -383,6 +403,7 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
         k = int(np.argmax(e))
         spots, used = spots[:k] + spots[k + 1:], used[:k] + used[k + 1:]
     err = np.hypot(res[0], res[1])
+    n_seen, n_false, n_missing = _recount(q, half, params)
     fams: dict = {}
     for r in used:
         fams[r.family] = fams.get(r.family, 0) + 1
@@ -390,12 +411,32 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
     spread = np.abs(np.angle(np.exp(2j * (dirs[:, None] - dirs[None, :])))).max() / 2
     # all-even spots alone fit twice the pixel size as well: where the zone has odd ones, two must be seen
     odd = sum(r.hkl[0] % 2 for r in used) >= 2 or not any(r.hkl[0] % 2 for r in refl)
-    found = bool(len(used) >= MIN_SPOTS and odd and spread > np.deg2rad(20)
-                 and np.sqrt(np.mean(err ** 2)) < MAX_RESIDUAL and params[0] > 0 and params[1] > 0)
+    square = params[0] > 0 and params[1] > 0 and abs(params[0] / params[1] - 1) <= MAX_ANISOTROPY
+    found = bool(len(used) >= MIN_SPOTS and odd and square and spread > np.deg2rad(20)
+                 and n_seen - n_false >= MIN_EXCESS and np.sqrt(np.mean(err ** 2)) < MAX_RESIDUAL)
     return LatticeFit(found, float(np.sqrt(params[0] * params[1])), float(params[0]), float(params[1]),
                       float(np.rad2deg(params[2]) % 180), len(used), fams, float(np.sqrt(np.mean(err ** 2))),
                       float(np.median([sp[2] for sp in spots])), float(params[3] / params[0]),
-                      float(params[4] / params[1]))
+                      float(params[4] / params[1]), int(n_seen), float(n_false), int(n_missing))
+
+
+def _recount(q: np.ndarray, half: list, params: np.ndarray) -> tuple[int, float, int]:
+    """Spots above `DETECT_Q` within one bin of the fitted positions, how many noise alone would give, and
+    how many predicted spots inside the farthest one seen are missing.
+
+    Noise in the ratio map is about exponential with median 1 (P(q > Q) = 2^-Q), so each predicted spot
+    whose 3 x 3 bins are searched is a false hit with probability 1 - (1 - 2^-Q)^9.
+    """
+    ny, nx = q.shape
+    fx, fy = _predict(tuple(half), params[0], params[1], params[2])
+    inside = (np.abs(fx) < 0.45) & (np.abs(fy) < 0.45) & (np.hypot(fx * nx, fy * ny) > 4)
+    iy = np.rint(fy[inside] * ny).astype(int) + ny // 2
+    ix = np.rint(fx[inside] * nx).astype(int) + nx // 2
+    qmax = ndimage.maximum_filter(q, 3)
+    hit = qmax[np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)] > DETECT_Q
+    r = np.hypot(fx[inside] * nx, fy[inside] * ny)
+    missing = int((~hit & (r <= (r[hit].max() if hit.any() else 0))).sum())
+    return int(hit.sum()), float(inside.sum() * (1 - (1 - 2.0 ** -DETECT_Q) ** 9)), missing
 
 
 def zone_families(refl: tuple) -> list[str]:
@@ -463,7 +504,7 @@ def check_pixel_size(image: np.ndarray, pixel_size_A: float, tolerance: float = 
 def lattice_image(shape: tuple[int, int], pixel_size_A: float, pixel_y_A: float | None = None,
                   rotation_deg: float = 17.0, material: Material = CERIA, zone: tuple[int, int, int] | None = None,
                   noise: float = 0.5, rng: np.random.Generator | None = None) -> np.ndarray:
-    """A synthetic lattice image `[y, x]`: cosines at the zone's reflections (d >= 1.5 Å), plus Gaussian noise.
+    """A synthetic lattice image `[y, x]`: cosines at the zone's reflections (d >= 1 Å), plus Gaussian noise.
 
     `pixel_size_A` is the pixel size along x (Å), `pixel_y_A` along y (default the same); amplitudes fall
     with |g| like a CTF envelope; `noise` is the noise sigma relative to the strongest cosine.
@@ -474,7 +515,7 @@ def lattice_image(shape: tuple[int, int], pixel_size_A: float, pixel_y_A: float 
     x_A, y_A = xx * pixel_size_A, yy * py
     img = np.zeros(shape)
     t = np.deg2rad(rotation_deg)
-    for r in zone_reflections(material, zone):
+    for r in zone_reflections(material, zone, d_min_A=1.0):
         if r.gy < 0 or (r.gy == 0 and r.gx < 0):
             continue
         kx, ky = _rotate(np.array([r.gx]), np.array([r.gy]), t)
