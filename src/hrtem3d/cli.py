@@ -61,6 +61,9 @@ def simulate(
                                                  "configurations (thermal diffuse scattering); the rest static."),
     facet_110: float = typer.Option(0.0, "--facet-110", help="Chance that a particle also has {110} facets."),
     films: int = typer.Option(16, help="Amorphous carbon support films (1 nm each) stored for training images."),
+    envelope: Path = typer.Option(None, help="Microscope envelope TOML (voltage, aberrations, aperture, dose, "
+                                  "pixel size, MTF, film...; start from the shipped default_envelope.toml): kept "
+                                  "in the store, and train/evaluate draw the images from it."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Simulate a training set: CeO2 [110] particles, multislice exit waves and column ground truth.
@@ -80,6 +83,12 @@ def simulate(
     s.particles.diameter_A = (min_diameter, max_diameter)
     if not 0 <= films <= 1000:
         raise HrtemError(f"--films must lie in 0..1000, got {films}")
+    if envelope is not None:
+        from hrtem3d.simulate.envelope_file import load_envelope
+
+        env = load_envelope(envelope)
+        s.envelope = env.to_dict()
+        s.multislice.energy_eV = env.optics.energy_eV
     r = simulate_dataset(out, n_structures, s, workers=workers, scheduler=scheduler, progress=progress,
                          n_films=films)
     typer.echo(f"{out}: {r['total']} structures ({r['done']} simulated now, {r['skipped']} already there)")

@@ -82,7 +82,7 @@ def check_envelope(image: np.ndarray, pixel_size_A: float, material: Material = 
     if lat.fit.found:  # a CeO2 fit far from the stated pixel size loses a tie to a rival that is near it
         near = abs(pixel_size_A / lat.fit.pixel_size_A - 1) <= PIXEL_LIMIT
         own = lat.fit.score - (0.0 if near else 0.5)
-    rival = _best_rival(image, pixel_size_A, own)
+    rival = _best_rival(image, pixel_size_A, own, strict=lat.fit.confident)
     if rival:
         reasons.append(f"the lattice looks like {rival}, not {material.name} {zone}")
     else:
@@ -100,13 +100,13 @@ def _zone(z) -> str:
     return "[" + "".join(str(v) for v in z) + "]"
 
 
-def _best_rival(image: np.ndarray, pixel_size_A: float, own: float) -> str:
-    """Name of the alternative pattern found clearly near `pixel_size_A` whose `LatticeFit.score` beats
-    `own`, or ""."""
+def _best_rival(image: np.ndarray, pixel_size_A: float, own: float, strict: bool = True) -> str:
+    """Name of the alternative pattern found near `pixel_size_A` whose `LatticeFit.score` beats `own`, or "".
+    With `strict` (the CeO2 fit itself is clear) the rival must be clear too (`LatticeFit.confident`)."""
     best, name = own, ""
     for mat, zone in ALTERNATIVES:
         fit = measure_lattice(image, pixel_size_A, material=mat, zone=zone, search=PIXEL_LIMIT)
-        if fit.confident and fit.score > best:
+        if (fit.confident or (fit.found and not strict)) and fit.score > best:
             best, name = fit.score, f"{mat.name} {_zone(zone)}"
     return name
 
