@@ -439,15 +439,6 @@ def _recount(q: np.ndarray, half: list, params: np.ndarray) -> tuple[int, float,
     return int(hit.sum()), float(inside.sum() * (1 - (1 - 2.0 ** -DETECT_Q) ** 9)), missing
 
 
-def zone_families(refl: tuple) -> list[str]:
-    """Families of `refl` from the largest spacing down."""
-    out: list[str] = []
-    for r in refl:
-        if r.family not in out:
-            out.append(r.family)
-    return out
-
-
 @dataclass
 class LatticeCheck:
     """A stated pixel size against the lattice.
