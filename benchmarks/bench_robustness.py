@@ -9,7 +9,10 @@ matched to the truth per species (`match_columns`, 0.7 Å, Hungarian). Metrics, 
 - recall: matched true columns over all true columns; precision: matched predictions over all predictions
   (a prediction is a true positive if matched to a true column of its species);
 - ECE: expected calibration error of the confidence for Ce exact-correctness (10 equal-width bins over
-  matched Ce columns); conf: their mean confidence.
+  matched Ce columns); conf: their mean confidence;
+- warn: share of the set's images that get the out-of-envelope warning (`segment.envelope_check`, the
+  check `hrtem3d segment` makes; it depends on the image, not the model). Confidence, hence ECE, is that of
+  the segmenter alone (no cap), so ECE keeps measuring the model's own calibration.
 
 A "[intensity oracle]" row per set: per image, a Gaussian classifier on the integrated intensity in a 0.5 Å
 disc around every TRUE Ce column, fitted on that image's own truth (an optimistic ceiling, as score.py's).
@@ -36,7 +39,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-METRICS = ["Ce_exact", "Ce_pm1", "Ce_bias", "O_exact", "O_pm1", "recall", "precision", "ECE", "conf"]
+METRICS = ["Ce_exact", "Ce_pm1", "Ce_bias", "O_exact", "O_pm1", "recall", "precision", "ECE", "conf", "warn"]
 CLI = Path(sys.executable).with_name("hrtem3d")
 
 
@@ -132,6 +135,8 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
     per (model, dose)."""
     import tifffile
 
+    from hrtem3d.segment.envelope_check import check_envelope
+
     meta = json.loads((folder / "meta.json").read_text())
     by: dict = {}
     for case in meta["cases"]:
@@ -140,9 +145,10 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
         px, dose = case["pixel_size_angstrom"], case["dose_e_per_A2"]
         image = tifffile.imread(folder / case["image"]).astype(np.float32) / case.get("gain_adu_per_e", 1)
         truth = load_truth(folder / f"p{case['particle']}_columns.json", px)
+        warned = not check_envelope(image, px).in_envelope
         for name, seg in segs.items():
             m, n_pred = match_image(truth, seg.segment(image, px).columns)
-            by.setdefault((name, dose), []).append((m, n_pred))
+            by.setdefault((name, dose), []).append((m, n_pred, warned))
         ce = truth[truth["species"] == "Ce"]
         oracle = intensity_oracle(image, truth, px)
         by.setdefault(("intensity oracle", dose), []).append((ce["n_atoms"].to_numpy(), oracle))
@@ -152,6 +158,7 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
             res = oracle_metrics(items)
         else:
             res = metrics(pd.concat([i[0] for i in items], ignore_index=True), sum(i[1] for i in items))
+            res["warn"] = float(np.mean([i[2] for i in items]))
         rows.append({"model": name, "set": folder.name, "dose": dose, "n_images": len(items), **res})
     return rows
 
@@ -163,6 +170,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
     import tifffile
 
     from hrtem3d.model.io import read_metadata
+    from hrtem3d.segment.envelope_check import check_envelope
 
     meta = json.loads((folder / "meta.json").read_text())
     px = float(meta["pixel_size_angstrom"])
@@ -188,7 +196,10 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
                 truth = load_truth(folder / f"p{case['particle']}_columns.json", px)
                 pred = pd.read_csv(Path(tmp) / Path(case["image"]).stem / "columns.csv")
                 pred = pred.assign(x_A=pred["x_px"] * px, y_A=pred["y_px"] * px)
-                by.setdefault(case["dose_e_per_A2"], []).append(match_image(truth, pred))
+                trust = Path(tmp) / Path(case["image"]).stem / "trust.json"
+                warned = (not json.loads(trust.read_text())["in_envelope"]) if trust.exists() else not \
+                    check_envelope(tifffile.imread(folder / case["image"]).astype(np.float32), px).in_envelope
+                by.setdefault(case["dose_e_per_A2"], []).append((*match_image(truth, pred), warned))
                 if name == next(iter(models)):
                     img = tifffile.imread(folder / case["image"]).astype(np.float32)
                     ce = truth[truth["species"] == "Ce"]
@@ -197,6 +208,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
             ref = _score_py(folder, tmp)
         for dose, items in sorted(by.items()):
             res = metrics(pd.concat([i[0] for i in items], ignore_index=True), sum(i[1] for i in items))
+            res["warn"] = float(np.mean([i[2] for i in items]))
             agree = abs(ref.get(int(dose), np.nan) - res["Ce_exact"]) < 1e-3
             print(f"  {name} independent @ {dose:g} ({via}): Ce exact {res['Ce_exact']:.3f}, score.py "
                   f"{ref.get(int(dose), float('nan')):.3f} -> {'agree' if agree else 'DISAGREE'}")

@@ -75,6 +75,9 @@ def simulate(
                                                  "configurations (thermal diffuse scattering); the rest static."),
     facet_110: float = typer.Option(0.0, "--facet-110", help="Chance that a particle also has {110} facets."),
     films: int = typer.Option(16, help="Amorphous carbon support films (1 nm each) stored for training images."),
+    envelope: Path = typer.Option(None, help="Microscope envelope TOML (voltage, aberrations, aperture, dose, "
+                                  "pixel size, MTF, film...; start from the shipped default_envelope.toml): kept "
+                                  "in the store, and train/evaluate draw the images from it."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Simulate a training set: CeO2 [110] particles, multislice exit waves and column ground truth.
@@ -94,6 +97,12 @@ def simulate(
     s.particles.diameter_A = (min_diameter, max_diameter)
     if not 0 <= films <= 1000:
         raise HrtemError(f"--films must lie in 0..1000, got {films}")
+    if envelope is not None:
+        from hrtem3d.simulate.envelope_file import load_envelope
+
+        env = load_envelope(envelope)
+        s.envelope = env.to_dict()
+        s.multislice.energy_eV = env.optics.energy_eV
     r = simulate_dataset(out, n_structures, s, workers=workers, scheduler=scheduler, progress=progress,
                          n_films=films)
     typer.echo(f"{out}: {r['total']} structures ({r['done']} simulated now, {r['skipped']} already there)")
@@ -152,7 +161,8 @@ def train(
 def segment(
     inputs: list[Path] = typer.Argument(..., help="Images or stacks: DM3/DM4, SER/EMI, EMD, MRC, TIFF, NPY."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; one sub-folder per input."),
-    pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's)."),
+    pixel_size: str = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's), or "
+                                   "'lattice' to measure it from the CeO2 [110] lattice of the first frame."),
     model: Path = typer.Option(None, help="Model file (*.safetensors); default: the model shipped with hrtem3d."),
     contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto."),
     tta: int = typer.Option(1, help="Test-time augmentation: average the class probabilities over 1, 2, 4 or "
@@ -171,7 +181,10 @@ def segment(
     """Find every atomic column and its depth (atoms in the column) in each image.
 
     Writes OUT/<input stem>/columns.csv (frame, column_id, x_px, y_px, x_A, y_A, species, n_atoms,
-    confidence), labels.tif, confidence.tif and overlay.png; with --export-3d also model.xyz and model.cif.
+    confidence), labels.tif, confidence.tif, overlay.png and trust.json (pixel size used and its source,
+    the lattice and envelope checks); with --export-3d also model.xyz and model.cif. A calibration that
+    disagrees with the lattice by more than 2 %, or an image outside the model's envelope (then
+    confidence is capped), gives a one-line warning on stderr.
     """
     from hrtem3d.api import load_model
     from hrtem3d.jobs.workflows import segment_file
@@ -182,7 +195,10 @@ def segment(
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
                          stack_rule=stack_rule)
         skipped = f", skipped frames {r['skipped_frames']} (NaN/Inf)" if r["skipped_frames"] else ""
-        typer.echo(f"{path}: {r['frames']} frame(s), {r['columns']} columns -> {r['out']}{skipped}")
+        for w in r.get("warnings", []):
+            typer.echo(f"warning: {w}", err=True)
+        typer.echo(f"{path}: {r['frames']} frame(s), {r['columns']} columns at {r['pixel_size_A']:.4g} Å/px "
+                   f"({r['pixel_size_source']}) -> {r['out']}{skipped}")
         if export_3d:
             typer.echo(f"  3D model ({stack_rule}, {r['model_atoms']} atoms in frame 0): "
                        f"{', '.join(r['model_files'])}")

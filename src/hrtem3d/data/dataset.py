@@ -116,7 +116,10 @@ class HrtemDataset(Dataset):
             raise HrtemError(f"{path} holds no finished structures; run `hrtem3d simulate` first")
         if crop > int(ms["store_gpts"]) or crop < 16:
             raise HrtemError(f"crop {crop} must lie in 16..{ms['store_gpts']} pixels")
-        self.envelope = envelope or OpticsEnvelope()
+        from hrtem3d.simulate.envelope_file import envelope_of
+
+        stored = envelope_of(settings)  # the store's own envelope (simulate --envelope), else the default
+        self.envelope = envelope or (stored.optics if stored else OpticsEnvelope())
         try:
             self.envelope.validate()
         except ValueError as e:

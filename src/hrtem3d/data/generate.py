@@ -36,6 +36,7 @@ class SimulationSettings:
     particles: ParticleEnvelope = field(default_factory=ParticleEnvelope)
     labels: LabelConfig = field(default_factory=LabelConfig)
     scheme: ClassScheme = DEFAULT_SCHEME
+    envelope: dict | None = None  # the microscope envelope (simulate.envelope_file.Envelope.to_dict), or None
 
     def validate(self) -> None:
         """Raise HrtemError for impossible settings."""
@@ -54,6 +55,8 @@ class SimulationSettings:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["scheme"] = self.scheme.to_dict()
+        if d["envelope"] is None:  # stores simulated without an envelope file keep their settings
+            del d["envelope"]
         return d
 
     @classmethod
@@ -62,7 +65,8 @@ class SimulationSettings:
                    multislice=MultisliceConfig(**d["multislice"]),
                    particles=ParticleEnvelope(**{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in d["particles"].items()}),
-                   labels=LabelConfig(**d["labels"]), scheme=ClassScheme.from_dict(d["scheme"]))
+                   labels=LabelConfig(**d["labels"]), scheme=ClassScheme.from_dict(d["scheme"]),
+                   envelope=d.get("envelope"))
 
 
 def simulate_one(index: int, settings: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ from hrtem3d.segment.segmenter import Segmenter
 from hrtem3d.viz.overlay import overlay_figure
 
 
-def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *, pixel_size_A: float | None = None,
-                 progress: bool = False, export_3d: bool = False, stack_rule: str = "symmetric") -> dict:
+def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
+                 pixel_size_A: float | str | None = None, progress: bool = False, export_3d: bool = False,
+                 stack_rule: str = "symmetric") -> dict:
     """Segment every frame of one image or stack; write `out_dir/<stem>/` outputs.
 
     Outputs: `columns.csv` (the DESIGN.md column table), `labels.tif` (uint8 class per
@@ -26,14 +28,24 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     the beam by `stack_rule`): `model.xyz` (extended XYZ, one structure per segmented frame)
     and `model.cif` (the first). Each file is written to a temporary name and renamed when complete.
     With the segmenter's contrast "auto", the polarity is decided on this input's first frame.
+    `pixel_size_A` "lattice" measures the pixel size from the CeO2 lattice of the first frame; otherwise the
+    given or file calibration is checked against it. `trust.json` holds the pixel size used, its source,
+    the lattice and envelope checks and the warnings (also in the returned dict); out of the envelope,
+    column confidence is capped (`hrtem3d.jobs.trust`).
     """
     from tqdm.auto import tqdm
+
+    from hrtem3d.jobs.trust import LATTICE, assess_frame, parse_pixel_size
 
     path = Path(path)
     if export_3d and stack_rule not in RULES:
         raise HrtemError(f"unknown stacking rule {stack_rule!r}; use one of {', '.join(RULES)}")
-    src = open_image(path, pixel_size_A=pixel_size_A)
+    pixel_size_A = parse_pixel_size(pixel_size_A)
+    lattice = pixel_size_A == LATTICE
+    src = _open_for_lattice(path) if lattice else open_image(path, pixel_size_A=pixel_size_A)
+    source = LATTICE if lattice else ("given" if pixel_size_A is not None else "file")
     segmenter.set_contrast(segmenter.contrast)  # "auto" decides afresh for each input, on its first frame
+    trust = None
     dest = Path(out_dir) / path.stem
     dest.mkdir(parents=True, exist_ok=True)
     tables, labels, confs, skipped = [], [], [], []
@@ -46,7 +58,11 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
                 skipped.append(i)
                 bar.update(1)
                 continue
-            s = segmenter.segment(frame, src.pixel_size_A, frame=i)
+            if trust is None:
+                trust = assess_frame(frame, None if lattice else src.pixel_size_A, source, name=path.name,
+                                     file_pixel_size_A=src.pixel_size_from_file_A)
+            s = segmenter.segment(frame, trust.pixel_size_A, frame=i)
+            s.columns, s.confidence = trust.cap(s.columns, s.confidence)
             tables.append(s.columns)
             labels.append(s.labels)
             confs.append(s.confidence)
@@ -60,15 +76,28 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     atomic_write(dest / "columns.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
     atomic_write(dest / "labels.tif", lambda p: tifffile.imwrite(p, np.stack(labels)))
     atomic_write(dest / "confidence.tif", lambda p: tifffile.imwrite(p, np.stack(confs).astype(np.float32)))
-    fig = overlay_figure(first[0], first[1], src.pixel_size_A, title=f"{path.name}: {len(first[1])} columns")
+    fig = overlay_figure(first[0], first[1], trust.pixel_size_A, title=f"{path.name}: {len(first[1])} columns")
     save_figure(fig, dest / "overlay.png")
+    text = json.dumps(trust.to_dict(), indent=1, default=float, ensure_ascii=False)
+    atomic_write(dest / "trust.json", lambda p: p.write_text(text, encoding="utf-8"))
     result = {"input": str(path), "out": str(dest), "frames": src.n_frames, "columns": len(table),
-              "skipped_frames": skipped, "pixel_size_A": src.pixel_size_A}
+              "skipped_frames": skipped, "pixel_size_A": trust.pixel_size_A, "pixel_size_source": trust.source,
+              "in_envelope": trust.in_envelope, "warnings": trust.warnings}
     if export_3d:
         models = [columns_to_atoms(t, rule=stack_rule) for t in tables]
         result["model_files"] = [str(f) for f in write_model(models, dest / "model")]
         result["model_atoms"] = len(models[0])
     return result
+
+
+def _open_for_lattice(path: Path):
+    """Open a file whose pixel size will come from the lattice (uncalibrated files too)."""
+    try:
+        return open_image(path)
+    except HrtemError as e:
+        if "pixel" not in str(e).lower() and "calibrat" not in str(e).lower():
+            raise
+        return open_image(path, pixel_size_A=1.0)  # a placeholder: the lattice decides
 
 
 def evaluate_to_folder(model_path: str | Path | None, test_path: str | Path, out_dir: str | Path, *,

@@ -81,3 +81,7 @@ CERIA = Material(
     phonon_sigma_A={"Ce": 0.055, "O": 0.085},
 )
 """CeO2 (fluorite, a = 5.411 Å) in [110]: x along [1-10], y along [001]."""
+
+GOLD = Material(name="Au", a_A=4078e-3, structure="fcc", cation="Au", anion=None, bond_A=3.0,
+                min_cations_per_anion=0, min_anions_per_cation=0, phonon_sigma_A={"Au": 0.085})
+"""Gold (fcc, a = 4.078 Å) in [110]: not what the shipped model counts; the envelope check tells it from CeO2."""

@@ -150,8 +150,11 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     done = sorted(store.completed(root))
     train_idx, val_idx = split_structures(done, config.val_fraction)
     cw = training_class_weights(data, asdict(config))
-    envelope = envelope or OpticsEnvelope()
-    scope = scope or (ScopeEnvelope() if config.scope else None)
+    from hrtem3d.simulate.envelope_file import envelope_of
+
+    stored = envelope_of(settings)  # the store's envelope (simulate --envelope), else the shipped default
+    envelope = envelope or (stored.optics if stored else OpticsEnvelope())
+    scope = scope or ((stored.scope if stored else ScopeEnvelope()) if config.scope else None)
     train_ds = HrtemDataset(data, train_idx, crop=config.crop, samples_per_epoch=config.batch * 200,
                             envelope=envelope, seed=rank_seed(config, rank), class_weights=cw,
                             centre_weight=config.centre_weight, normalization=config.normalization, scope=scope)
@@ -223,6 +226,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
         temperature = fit_temperature(model, val_ds, dev)
         meta = {"scheme": scheme.to_dict(), "pixel_size_A": float(settings["multislice"]["store_sampling_A"]),
                 "envelope": envelope.to_dict(), "scope_envelope": scope.to_dict() if scope else None,
+                "envelope_source": stored.source if stored else "default",
                 "train_config": _jsonable(asdict(config)),
                 "dataset": {"path": str(data), "settings": settings, "train_structures": len(train_idx),
                             "val_structures": len(val_idx)},

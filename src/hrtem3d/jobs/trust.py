@@ -1,0 +1,109 @@
+"""How far to trust one file: the pixel size used and where it came from, the lattice check, the envelope check.
+
+`assess_frame` runs once per file on its first frame (under a second for a 512 x 512 image). With
+`--pixel-size lattice` the pixel size is measured from the CeO2 [110] lattice; otherwise the given or
+file calibration is checked against it (a disagreement beyond 2 % is a warning), and the image is
+checked against the model's envelope (out of it: a warning and column confidence capped).
+
+Example:
+    >>> import numpy as np
+    >>> from hrtem3d.segment.lattice import lattice_image
+    >>> t = assess_frame(lattice_image((256, 256), 0.1, rng=np.random.default_rng(0)), 0.11, source="file")
+    >>> t.pixel_size_A, len(t.warnings) > 0
+    (0.11, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hrtem3d.errors import HrtemError
+from hrtem3d.segment.envelope_check import EnvelopeCheck, cap_confidence, check_envelope
+from hrtem3d.segment.lattice import LatticeCheck, LatticeFit, check_pixel_size, measure_lattice
+
+LATTICE = "lattice"
+
+
+@dataclass
+class Trust:
+    """What `hrtem3d segment` reports about one file (written to `trust.json`).
+
+    Attributes:
+        pixel_size_A: the pixel size used (Å).
+        source: "given" (--pixel-size), "file" (the file's calibration) or "lattice" (measured).
+        file_pixel_size_A: the file's own calibration (Å), None when it has none.
+        lattice: the stated pixel size against the lattice (None with --pixel-size lattice).
+        measured: the lattice fit behind --pixel-size lattice (None otherwise).
+        envelope: the out-of-envelope check.
+        warnings: one line each.
+    """
+
+    pixel_size_A: float
+    source: str
+    file_pixel_size_A: float | None = None
+    lattice: LatticeCheck | None = None
+    measured: LatticeFit | None = None
+    envelope: EnvelopeCheck | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def in_envelope(self) -> bool:
+        return self.envelope is None or self.envelope.in_envelope
+
+    def to_dict(self) -> dict:
+        return {"pixel_size_A": self.pixel_size_A, "pixel_size_source": self.source,
+                "file_pixel_size_A": self.file_pixel_size_A, "in_envelope": self.in_envelope,
+                "warnings": self.warnings,
+                "lattice_check": self.lattice.to_dict() if self.lattice else None,
+                "lattice_measured": self.measured.to_dict() if self.measured else None,
+                "envelope": self.envelope.to_dict() if self.envelope else None}
+
+    def cap(self, columns, confidence: np.ndarray):
+        """The column table and confidence map with confidence capped when out of the envelope."""
+        if self.in_envelope:
+            return columns, confidence
+        from hrtem3d.segment.envelope_check import CONFIDENCE_CAP
+
+        return cap_confidence(columns, self.envelope), np.minimum(confidence, np.float32(CONFIDENCE_CAP))
+
+
+def parse_pixel_size(value: str | float | None) -> float | str | None:
+    """The --pixel-size argument: None, "lattice", or a positive number of Å (one-line error otherwise)."""
+    if value is None or isinstance(value, float | int):
+        return value
+    if value.strip().lower() == LATTICE:
+        return LATTICE
+    try:
+        return float(value)
+    except ValueError:
+        raise HrtemError(f"--pixel-size must be a number of Å per pixel or 'lattice', got {value!r}") from None
+
+
+def assess_frame(frame: np.ndarray, pixel_size_A: float | None, source: str, name: str = "image",
+                 file_pixel_size_A: float | None = None) -> Trust:
+    """Decide the pixel size (Å) and check `frame` `[y, x]`; `source` "lattice" measures it, else checks it."""
+    frame = np.asarray(frame, np.float32)
+    warnings: list[str] = []
+    if source == LATTICE:
+        fit = measure_lattice(frame)
+        if not fit.confident:
+            raise HrtemError(f"{name}: no CeO2 [110] lattice clear enough to measure the pixel size "
+                             f"({fit.n_reflections} spots); pass --pixel-size in Å")
+        px = fit.pixel_size_A
+        if abs(fit.pixel_size_x_A / fit.pixel_size_y_A - 1) > 0.02:
+            warnings.append(f"{name}: pixels look non-square ({fit.pixel_size_x_A:.4g} Å along x, "
+                            f"{fit.pixel_size_y_A:.4g} Å along y); their mean {px:.4g} Å is used")
+        lat = check_pixel_size(frame, px)
+        env = check_envelope(frame, px, lattice=lat)
+        t = Trust(float(px), LATTICE, file_pixel_size_A, None, fit, env, warnings)
+    else:
+        lat = check_pixel_size(frame, pixel_size_A)
+        if lat.disagrees:
+            warnings.append(f"{name}: {lat.message}")
+        env = check_envelope(frame, pixel_size_A, lattice=lat)
+        t = Trust(float(pixel_size_A), source, file_pixel_size_A, lat, None, env, warnings)
+    if not env.in_envelope:
+        t.warnings.append(f"{name}: {env.warning}")
+    return t

@@ -1,0 +1,118 @@
+"""Pixel size from the CeO2 [110] lattice, and the out-of-envelope check (known pixel sizes and zones)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from hrtem3d.segment.envelope_check import CONFIDENCE_CAP, cap_confidence, check_envelope
+from hrtem3d.segment.lattice import check_pixel_size, lattice_image, measure_lattice, zone_reflections
+from hrtem3d.structure.material import CERIA, GOLD
+
+
+def test_reflections_follow_the_lattice_constant():
+    refl = {r.family: r.d_A for r in zone_reflections(CERIA)}
+    a = CERIA.a_A
+    assert refl["111"] == pytest.approx(a / np.sqrt(3))
+    assert refl["200"] == pytest.approx(a / 2)
+    assert refl["220"] == pytest.approx(a / np.sqrt(8))
+    g = [np.array([r.gx, r.gy]) for r in zone_reflections(CERIA) if r.family == "111"]
+    angles = {round(float(np.degrees(np.arccos(u @ v / np.linalg.norm(u) / np.linalg.norm(v)))), 1)
+              for u in g for v in g}
+    assert 70.5 in angles  # the two {111} pairs of [110]
+    assert not [r for r in zone_reflections(CERIA, (1, 0, 0)) if r.hkl[0] % 2]  # [100]: no odd reflections
+
+
+@pytest.mark.parametrize("px", [0.05, 0.08, 0.13])
+def test_lattice_recovers_the_pixel_size(px):
+    rng = np.random.default_rng(int(px * 1000))
+    img = lattice_image((256, 256), px, rotation_deg=float(rng.uniform(0, 180)), rng=rng)
+    fit = measure_lattice(img)
+    assert fit.found
+    assert fit.pixel_size_A == pytest.approx(px, rel=0.01)
+
+
+def test_lattice_sees_non_square_pixels():
+    img = lattice_image((240, 200), 0.1, pixel_y_A=0.105, rotation_deg=33.0, rng=np.random.default_rng(5))
+    fit = measure_lattice(img, 0.1)
+    assert fit.pixel_size_x_A == pytest.approx(0.1, rel=0.005)
+    assert fit.pixel_size_y_A == pytest.approx(0.105, rel=0.005)
+    assert check_pixel_size(img, 0.1).disagrees  # y is 5 % off
+
+
+def test_calibration_10_percent_off_is_caught():
+    img = lattice_image((256, 256), 0.1, noise=1.0, rng=np.random.default_rng(6))
+    assert not check_pixel_size(img, 0.1).disagrees
+    bad = check_pixel_size(img, 0.11)
+    assert bad.disagrees and bad.deviation_x == pytest.approx(0.1, abs=0.01)
+    assert "--pixel-size lattice" in bad.message and "\n" not in bad.message
+
+
+@pytest.mark.parametrize("material, zone, why", [(CERIA, (1, 0, 0), "CeO2 [100]"), (CERIA, (1, 1, 1), "CeO2 [111]"),
+                                                 (GOLD, (1, 1, 0), "Au [110]")])
+def test_other_zones_and_materials_are_out_of_envelope(material, zone, why):
+    img = lattice_image((256, 256), 0.1, material=material, zone=zone, rng=np.random.default_rng(7))
+    env = check_envelope(img, 0.1)
+    assert not env.in_envelope
+    assert why in env.warning
+
+
+def test_in_domain_lattice_and_noise():
+    rng = np.random.default_rng(8)
+    assert check_envelope(lattice_image((256, 256), 0.1, rng=rng), 0.1).in_envelope
+    assert not check_envelope(lattice_image((256, 256), 0.1, rng=rng), 0.12).in_envelope  # 20 % off
+    assert not check_envelope(rng.normal(size=(256, 256)), 0.1).in_envelope  # no lattice at all
+
+
+def test_confidence_is_capped_out_of_envelope():
+    import pandas as pd
+
+    cols = pd.DataFrame({"confidence": [0.9, 0.1]})
+    env = check_envelope(np.random.default_rng(9).normal(size=(128, 128)), 0.1)
+    assert cap_confidence(cols, env).confidence.max() <= CONFIDENCE_CAP
+    ok = check_envelope(lattice_image((256, 256), 0.1, rng=np.random.default_rng(10)), 0.1)
+    assert cap_confidence(cols, ok).confidence.max() == 0.9
+
+
+def test_simulated_particle_gives_its_pixel_size():
+    from hrtem3d.simulate import Detector, MultisliceConfig, Optics, detect, exit_wave, image_intensity
+    from hrtem3d.structure import ParticleEnvelope, random_particle
+
+    ms = MultisliceConfig(potential_sampling_A=0.08, store_sampling_A=0.1, store_gpts=224)
+    rng = np.random.default_rng(11)
+    atoms, p = random_particle(rng, ParticleEnvelope(diameter_A=(16.0, 18.0), tilt_deg=0.0), CERIA,
+                               (ms.cell_A, ms.cell_A))
+    inten = image_intensity(exit_wave(atoms, ms, seed=p.seed), Optics(c1_A=60.0, c3_A=-1e5, c5_A=5e6), 0.1)
+    img = detect(inten, Detector(dose_e_per_A2=5000.0), 0.1, rng)
+    fit = measure_lattice(img)
+    assert fit.found and fit.pixel_size_A == pytest.approx(0.1, rel=0.02)
+    assert check_envelope(img, 0.1).in_envelope
+
+
+def test_segment_cli_reports_pixel_size_source_and_warnings(tiny_model, tmp_path):
+    from hrtem3d.cli import app
+
+    tif = tmp_path / "lat.tif"
+    img = lattice_image((192, 192), 0.1, rng=np.random.default_rng(12))
+    tifffile.imwrite(tif, (1000 + 100 * img).astype(np.float32))
+    runner = CliRunner()
+    r = runner.invoke(app, ["segment", str(tif), "--out", str(tmp_path / "a"), "--pixel-size", "lattice",
+                            "--model", str(tiny_model), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    t = json.loads((tmp_path / "a" / "lat" / "trust.json").read_text())
+    assert t["pixel_size_source"] == "lattice" and t["pixel_size_A"] == pytest.approx(0.1, rel=0.01)
+    assert t["in_envelope"] and not t["warnings"]
+    r = runner.invoke(app, ["segment", str(tif), "--out", str(tmp_path / "b"), "--pixel-size", "0.11",
+                            "--model", str(tiny_model), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    warn = [line for line in r.output.splitlines() if line.startswith("warning:")]
+    assert any("disagrees" in w for w in warn), r.output
+    t = json.loads((tmp_path / "b" / "lat" / "trust.json").read_text())
+    assert t["pixel_size_source"] == "given" and not t["in_envelope"]
+    r = runner.invoke(app, ["segment", str(tif), "--out", str(tmp_path / "c"), "--pixel-size", "big",
+                            "--model", str(tiny_model)])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "lattice" in r.output
