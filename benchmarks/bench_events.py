@@ -26,10 +26,10 @@ def main() -> None:
     from hrtem3d.io import open_image
     from hrtem3d.jobs.track_movie import TrackSettings, gather_parts, model_scheme, track_movie
     from hrtem3d.simulate.movie import MovieConfig, simulate_movie, write_movie
-    from hrtem3d.track.analysis import analyze_movie
-    from hrtem3d.track.changepoint import ChangeModel
-    from hrtem3d.track.events import match_events
-    from hrtem3d.track.temporal import TemporalModel
+    from hrtem3d.tracking.analysis import analyze_movie
+    from hrtem3d.tracking.changepoint import ChangeModel
+    from hrtem3d.tracking.events import match_events
+    from hrtem3d.tracking.temporal import TemporalModel
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="20-29")

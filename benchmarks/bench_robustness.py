@@ -118,7 +118,7 @@ def oracle_metrics(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 def load_segmenter(model: str, threads: int):
     """`Segmenter` for a model path or "default" (the shipped model); registers "mean/std" if needed."""
-    from hrtem3d.segment.segmenter import Segmenter
+    from hrtem3d.segmentation.segmenter import Segmenter
 
     path = None if model == "default" else model
     if path is not None:
@@ -135,7 +135,7 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
     per (model, dose)."""
     import tifffile
 
-    from hrtem3d.segment.envelope_check import check_envelope
+    from hrtem3d.segmentation.envelope_check import check_envelope
 
     meta = json.loads((folder / "meta.json").read_text())
     by: dict = {}
@@ -170,7 +170,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
     import tifffile
 
     from hrtem3d.model.io import read_metadata
-    from hrtem3d.segment.envelope_check import check_envelope
+    from hrtem3d.segmentation.envelope_check import check_envelope
 
     meta = json.loads((folder / "meta.json").read_text())
     px = float(meta["pixel_size_angstrom"])

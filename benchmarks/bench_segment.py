@@ -38,7 +38,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from hrtem3d.io import open_image
     from hrtem3d.model.unet import count_flops, count_parameters, plain_unet_reference
-    from hrtem3d.segment.segmenter import Segmenter
+    from hrtem3d.segmentation.segmenter import Segmenter
 
     rng = np.random.default_rng(0)
     frame = rng.poisson(64, (1024, 1024)).astype(np.uint16)

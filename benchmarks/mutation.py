@@ -7,7 +7,7 @@ module is written into a copy of `src/` (the working tree is never touched) and 
 own test files run, with a timeout; a mutant is killed when they fail or time out. Not part of
 `make test`: it costs one test run per mutant.
 
-    .venv/bin/python benchmarks/mutation.py --module track/changepoint.py --max-mutants 20
+    .venv/bin/python benchmarks/mutation.py --module tracking/changepoint.py --max-mutants 20
     .venv/bin/python benchmarks/mutation.py --list              # the modules and their tests
 
 Prints one table row per module (mutants, killed, survived, score) and every survivor with its
@@ -31,16 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module (under src/hrtem3d) -> pytest arguments that exercise it (cheap selections)
 TARGETS: dict[str, list[str]] = {
-    "segment/columns.py": ["tests/test_analyze.py", "-k", "subpixel or class_weights or background"],
-    "segment/segmenter.py": ["tests/test_shipped_model.py", "-k", "not track"],
-    "segment/confidence.py": ["tests/test_shipped_model.py", "-k", "calibration"],
+    "segmentation/columns.py": ["tests/test_analyze.py", "-k", "subpixel or class_weights or background"],
+    "segmentation/segmenter.py": ["tests/test_shipped_model.py", "-k", "not track"],
+    "segmentation/confidence.py": ["tests/test_shipped_model.py", "-k", "calibration"],
     "data/resample.py": ["tests/test_analyze.py", "-k", "binning or resampling"],
     "data/normalize.py": ["tests/test_normalize.py"],
     "simulate/optics.py": ["tests/test_optics.py"],
-    "track/drift.py": ["tests/test_temporal.py", "-k", "frame_shift"],
-    "track/linking.py": ["tests/test_temporal.py"],
-    "track/changepoint.py": ["tests/test_temporal.py"],
-    "track/events.py": ["tests/test_temporal.py"],
+    "tracking/drift.py": ["tests/test_temporal.py", "-k", "frame_shift"],
+    "tracking/linking.py": ["tests/test_temporal.py"],
+    "tracking/changepoint.py": ["tests/test_temporal.py"],
+    "tracking/events.py": ["tests/test_temporal.py"],
     "export/model3d.py": ["tests/test_model3d.py"],
     "evaluate/calibrate.py": ["tests/test_analyze.py", "-k", "platt or noise_feature or analytic_optimum"],
 }

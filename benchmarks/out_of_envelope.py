@@ -88,8 +88,8 @@ def cases(n: int) -> dict:
 
 
 def main() -> None:
-    from hrtem3d.segment.envelope_check import check_envelope
-    from hrtem3d.segment.lattice import check_pixel_size, measure_lattice
+    from hrtem3d.segmentation.envelope_check import check_envelope
+    from hrtem3d.segmentation.lattice import check_pixel_size, measure_lattice
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6, help="simulated images per case")
@@ -98,7 +98,7 @@ def main() -> None:
     a = ap.parse_args()
     seg = None
     if a.segment:
-        from hrtem3d.segment.segmenter import Segmenter
+        from hrtem3d.segmentation.segmenter import Segmenter
 
         seg = Segmenter(contrast="auto")
     rows = []

@@ -59,7 +59,7 @@ def main(out: Path | None = None) -> dict:
     movie = simulate_movie(cfg, seed=1)
     mc = hrtem3d.segment_movie(movie.frames, movie.pixel_size_A, model, frame_interval_s=movie.frame_interval_s)
     result = hrtem3d.track(mc)
-    from hrtem3d.track.events import match_events
+    from hrtem3d.tracking.events import match_events
 
     truth, found = match_events(result.events, movie.events, movie.pixel_size_A)
     print(f"movie: {len(mc.frames)} frames, {len(result.tracks)} tracked columns; {int((truth.found_row >= 0).sum())} "

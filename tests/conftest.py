@@ -98,6 +98,6 @@ def shipped_movie():
 @pytest.fixture(scope="session")
 def shipped_segmenter():
     """The model shipped with hrtem3d (bright contrast, as simulated)."""
-    from hrtem3d.segment.segmenter import Segmenter
+    from hrtem3d.segmentation.segmenter import Segmenter
 
     return Segmenter(contrast="bright")

@@ -10,8 +10,8 @@ from hrtem3d.cli import app
 from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import DEFAULT_SCHEME
-from hrtem3d.segment.columns import find_columns
-from hrtem3d.segment.segmenter import TABLE_FIELDS, Segmenter
+from hrtem3d.segmentation.columns import find_columns
+from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
 
 runner = CliRunner()
 
@@ -219,7 +219,7 @@ def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, 
 
     from hrtem3d.evaluate.calibrate import scope_of
     from hrtem3d.model.io import read_metadata
-    from hrtem3d.segment.segmenter import Segmenter
+    from hrtem3d.segmentation.segmenter import Segmenter
 
     tiny_store = ten_store  # 10 structures: the validation split takes every 10th
 

@@ -47,10 +47,10 @@ def _recall_exact(truth: pd.DataFrame, cols: pd.DataFrame) -> tuple[float, float
 
 def test_import_is_quick_and_the_api_names_the_functions():
     code = ("import sys, hrtem3d; heavy = [m for m in ('torch', 'pandas', 'ase', 'hyperspy') if m in sys.modules]; "
-            "import hrtem3d.segment.segmenter as s, hrtem3d.track.linking as k; "
-            "from hrtem3d.segment import segmenter; "
-            "print(heavy, hrtem3d.segment.__wrapped__ is hrtem3d.api.segment, s is segmenter, "
-            "hrtem3d.track.linking is k, hrtem3d.track.__wrapped__ is hrtem3d.api.track)")
+            "import hrtem3d.segmentation.segmenter as s, hrtem3d.tracking.linking as k; "
+            "from hrtem3d.segmentation import segmenter; "
+            "print(heavy, hrtem3d.segment is hrtem3d.api.segment, s is segmenter, "
+            "hrtem3d.tracking.linking is k, hrtem3d.track is hrtem3d.api.track)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["[]", "True", "True", "True", "True"]  # nothing heavy at import; stages stay reachable
     assert "pixel_size_A" in inspect.signature(hrtem3d.segment).parameters

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from hrtem3d.segment.envelope_check import CONFIDENCE_CAP, cap_confidence, check_envelope
-from hrtem3d.segment.lattice import check_pixel_size, lattice_image, measure_lattice, zone_reflections
+from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP, cap_confidence, check_envelope
+from hrtem3d.segmentation.lattice import check_pixel_size, lattice_image, measure_lattice, zone_reflections
 from hrtem3d.structure.material import CERIA, GOLD
 
 

@@ -15,7 +15,7 @@ PKG = Path(hrtem3d.__file__).parent
 
 # left to right; the public API (hrtem3d/__init__.py) and cli.py sit above everything
 ORDER = ["_version", "errors", "fsutil", "contracts", "structure", "simulate", "labels", "data", "model", "train",
-         "io", "segment", "track", "export", "evaluate", "viz", "jobs", "api", "cli", "napari"]
+         "io", "segmentation", "tracking", "export", "evaluate", "viz", "jobs", "api", "cli", "napari"]
 
 
 def _module(path: Path) -> str:
@@ -98,4 +98,4 @@ def test_the_checker_sees_a_violation(tmp_path):
     f = tmp_path / "bad.py"
     f.write_text("def f():\n    from hrtem3d.jobs.demo import movie_demo\n    return movie_demo\n")
     assert "hrtem3d.jobs.demo" in _imports(f)
-    assert ORDER.index(_stage("hrtem3d.jobs.demo")) > ORDER.index(_stage("hrtem3d.segment.segmenter"))
+    assert ORDER.index(_stage("hrtem3d.jobs.demo")) > ORDER.index(_stage("hrtem3d.segmentation.segmenter"))

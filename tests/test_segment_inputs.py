@@ -68,7 +68,7 @@ def test_track_loads_the_network_once_and_fingerprints_the_model_cheaply(tmp_pat
     from test_movie_sim import tiny_config
 
     import hrtem3d.jobs.track_movie as tracking
-    import hrtem3d.segment.segmenter as segmenter
+    import hrtem3d.segmentation.segmenter as segmenter
     from hrtem3d.model.io import default_model_path
     from hrtem3d.simulate.movie import simulate_movie
 

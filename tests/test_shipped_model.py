@@ -15,7 +15,7 @@ from hrtem3d.cli import app
 from hrtem3d.data.normalize import noise_level
 from hrtem3d.evaluate.metrics import match_columns
 from hrtem3d.model.io import default_model_path, read_metadata
-from hrtem3d.segment.segmenter import Segmenter
+from hrtem3d.segmentation.segmenter import Segmenter
 from hrtem3d.simulate.movie import write_movie
 
 META = read_metadata(default_model_path())

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from hrtem3d.labels import DEFAULT_SCHEME
-from hrtem3d.track.changepoint import ChangeModel, segments
-from hrtem3d.track.drift import frame_shift
-from hrtem3d.track.events import classify, find_events
-from hrtem3d.track.linking import link_columns, track_table
-from hrtem3d.track.temporal import TemporalModel, denoise_depths, probability_columns, segment_depths
+from hrtem3d.tracking.changepoint import ChangeModel, segments
+from hrtem3d.tracking.drift import frame_shift
+from hrtem3d.tracking.events import classify, find_events
+from hrtem3d.tracking.linking import link_columns, track_table
+from hrtem3d.tracking.temporal import TemporalModel, denoise_depths, probability_columns, segment_depths
 
 PX = 0.1  # Å per pixel of the synthetic frames
 
@@ -38,7 +38,7 @@ def test_line_fit_and_segment_bounds_are_exact():
     """The trend test's straight line is the least-squares one; a change needs min_segment (3) frames
     on each side, counted from the very first frame to the very last: a step closer to an end is
     reported min_segment frames from it."""
-    from hrtem3d.track.changepoint import _line_sse
+    from hrtem3d.tracking.changepoint import _line_sse
 
     rng = np.random.default_rng(8)
     y = np.column_stack([np.linspace(0, 2, 17) ** 2, rng.normal(size=17)])
@@ -58,7 +58,7 @@ def test_noise_sigma_of_white_noise_matches_the_truncated_normal():
     10 % keeps |Z| < z = 1.645, so the estimate is s * sqrt(1 - 2 z phi(z) / 0.9) = 0.789 s."""
     from scipy.stats import norm
 
-    from hrtem3d.track.changepoint import noise_sigma
+    from hrtem3d.tracking.changepoint import noise_sigma
 
     z = norm.ppf(0.95)
     expect = 0.3 * np.sqrt(1 - 2 * z * norm.pdf(z) / 0.9)

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from hrtem3d.cli import app
 from hrtem3d.evaluate.metrics import movie_depth_accuracy
-from hrtem3d.segment.segmenter import TABLE_FIELDS
+from hrtem3d.segmentation.segmenter import TABLE_FIELDS
 from hrtem3d.simulate.movie import MovieConfig, simulate_movie, write_movie
-from hrtem3d.track.events import EVENT_FIELDS, match_events
+from hrtem3d.tracking.events import EVENT_FIELDS, match_events
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,6 @@ Inputs: numpy and dask arrays, HyperSpy Signal2D, `ImageSource`, file paths. Len
 """
 
 import importlib as _importlib
-from typing import TYPE_CHECKING
 
 from hrtem3d._version import __version__
 from hrtem3d.api import (  # light: the heavy modules load on first use
@@ -24,51 +23,12 @@ from hrtem3d.api import (  # light: the heavy modules load on first use
     SimulatedParticle,
     TrackResult,
     load_model,
+    segment,
     segment_frames,
     segment_movie,
     simulate_particle,
+    track,
 )
-
-
-class _StageFunction:
-    """An API function named like a stage package (`hrtem3d.segment`, `hrtem3d.track`).
-
-    Calling it runs the function (its docstring and signature are the function's); its other
-    attributes are the package's, so `hrtem3d.segment.segmenter`, `import hrtem3d.track.linking as
-    linking` and string paths for patching keep reaching the stage's modules.
-    """
-
-    def __init__(self, function, package) -> None:
-        self.__wrapped__ = function  # inspect.signature and help() follow it
-        self.__doc__ = function.__doc__
-        self.__name__, self.__qualname__, self.__module__ = function.__name__, function.__qualname__, __name__
-        self._package = package
-
-    def __call__(self, *args, **kwargs):
-        return self.__wrapped__(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self.__dict__["_package"], name)
-
-    def __dir__(self) -> list[str]:
-        return sorted(set(dir(self._package)) | {"__wrapped__", "__doc__"})
-
-    def __repr__(self) -> str:
-        return f"<function hrtem3d.{self.__name__} (and the stage package {self._package.__name__})>"
-
-
-def _entry(name: str):
-    import hrtem3d.api
-
-    # load the (empty) stage package first, so that importing its modules later leaves this name alone
-    return _StageFunction(getattr(hrtem3d.api, name), _importlib.import_module(f"hrtem3d.{name}"))
-
-
-if TYPE_CHECKING:
-    from hrtem3d.api import segment, track
-else:
-    segment = _entry("segment")
-    track = _entry("track")
 
 _LAZY = {"Model": "hrtem3d.api", "ImageSource": "hrtem3d.api", "open_image": "hrtem3d.api",
          "columns_to_atoms": "hrtem3d.api", "write_model": "hrtem3d.api", "simulate_movie": "hrtem3d.api",

@@ -234,8 +234,8 @@ def track(
     at a time. Interrupted? Rerun the same command: finished chunks are kept.
     """
     from hrtem3d.jobs.track_movie import TrackSettings, track_movie
-    from hrtem3d.track.changepoint import ChangeModel
-    from hrtem3d.track.temporal import TemporalModel
+    from hrtem3d.tracking.changepoint import ChangeModel
+    from hrtem3d.tracking.temporal import TemporalModel
 
     if not change_threshold > 0:
         raise HrtemError(f"--change-threshold must be positive, got {change_threshold}")

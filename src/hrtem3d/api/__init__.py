@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the heavy modules (torch, pandas, ase) load on first use, s
     import pandas as pd
 
     from hrtem3d.labels.scheme import ClassScheme
-    from hrtem3d.segment.segmenter import Segmenter as Model
+    from hrtem3d.segmentation.segmenter import Segmenter as Model
 
 __all__ = ["ImageSource", "Model", "MovieColumns", "SimulatedParticle", "TrackResult",  # noqa: F822 (lazy names)
            "columns_to_atoms", "load_model", "open_image", "segment", "segment_frames", "segment_movie",
@@ -46,7 +46,7 @@ __all__ = ["ImageSource", "Model", "MovieColumns", "SimulatedParticle", "TrackRe
 
 #: Names served from their stage on first use: `Model` is the object `load_model` returns (a loaded
 #: network with its class scheme and pixel size); the others are the stages' own functions.
-_LAZY = {"Model": ("hrtem3d.segment.segmenter", "Segmenter"), "ImageSource": ("hrtem3d.io", "ImageSource"),
+_LAZY = {"Model": ("hrtem3d.segmentation.segmenter", "Segmenter"), "ImageSource": ("hrtem3d.io", "ImageSource"),
          "open_image": ("hrtem3d.io", "open_image"), "columns_to_atoms": ("hrtem3d.export.model3d", "columns_to_atoms"),
          "write_model": ("hrtem3d.export.model3d", "write_model"),
          "simulate_movie": ("hrtem3d.simulate.movie", "simulate_movie"),
@@ -67,7 +67,7 @@ def __dir__() -> list[str]:
 
 
 def _segmenter_type():
-    from hrtem3d.segment.segmenter import Segmenter
+    from hrtem3d.segmentation.segmenter import Segmenter
 
     return Segmenter
 
@@ -87,7 +87,7 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
         threads: torch CPU threads (None: torch's default); compile: `torch.compile` the network.
 
     Returns:
-        a `Model` (`hrtem3d.segment.segmenter.Segmenter`): `.scheme`, `.pixel_size_A` (Å), `.meta`.
+        a `Model` (`hrtem3d.segmentation.segmenter.Segmenter`): `.scheme`, `.pixel_size_A` (Å), `.meta`.
 
     >>> m = load_model()
     >>> m.pixel_size_A, m.scheme.species
@@ -280,7 +280,7 @@ def track(columns: MovieColumns | pd.DataFrame, pixel_size_A: float | None = Non
         model: the model that segmented the frames (for its class scheme; None: the shipped one).
         search_range_A: largest move of a column between frames after drift correction (Å).
         memory: frames a column may be missed and keep its id.
-        temporal: a `hrtem3d.track.temporal.TemporalModel` (the depth HMM and event thresholds).
+        temporal: a `hrtem3d.tracking.temporal.TemporalModel` (the depth HMM and event thresholds).
 
     Returns:
         a `TrackResult` of columns, tracks and events.
@@ -294,7 +294,7 @@ def track(columns: MovieColumns | pd.DataFrame, pixel_size_A: float | None = Non
     >>> len(r.tracks) == n, bool((r.tracks.n_frames == 3).all()), len(r.events), float(r.columns.time_s.max())
     (True, True, 0, 0.2)
     """
-    from hrtem3d.track.analysis import analyze_movie
+    from hrtem3d.tracking.analysis import analyze_movie
 
     if isinstance(columns, MovieColumns):
         mc = columns

@@ -27,8 +27,8 @@ from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import noise_level
 from hrtem3d.evaluate.metrics import match_columns
 from hrtem3d.model.io import load_model, save_model
-from hrtem3d.segment.confidence import apply_calibration, logit  # noqa: F401  (re-exported)
-from hrtem3d.segment.segmenter import Segmenter
+from hrtem3d.segmentation.confidence import apply_calibration, logit  # noqa: F401  (re-exported)
+from hrtem3d.segmentation.segmenter import Segmenter
 from hrtem3d.simulate.scope import ScopeEnvelope
 from hrtem3d.train.loop import split_structures, training_class_weights
 

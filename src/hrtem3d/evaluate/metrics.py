@@ -18,8 +18,8 @@ from scipy.spatial import cKDTree
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import relative_contrast
-from hrtem3d.segment.columns import disc_offsets
-from hrtem3d.segment.segmenter import Segmenter
+from hrtem3d.segmentation.columns import disc_offsets
+from hrtem3d.segmentation.segmenter import Segmenter
 
 DOSES = (100.0, 300.0, 1000.0, 3000.0, 10000.0)
 

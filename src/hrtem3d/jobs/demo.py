@@ -54,7 +54,7 @@ def model_available() -> bool:
 def network_demo(out: Path, clean, noisy, dose, cls, alpha, truth, sampling_A: float) -> dict:
     """Segment the noisy image with the shipped model; figure and accuracy against the truth."""
     from hrtem3d.evaluate.metrics import match_columns
-    from hrtem3d.segment.segmenter import Segmenter
+    from hrtem3d.segmentation.segmenter import Segmenter
     from hrtem3d.viz.data_figures import network_figure
 
     seg = Segmenter(contrast="bright")
@@ -81,7 +81,7 @@ def movie_demo(out: str | Path, seed: int = 0, progress: bool = True) -> dict:
     from hrtem3d.evaluate.metrics import movie_depth_accuracy
     from hrtem3d.jobs.track_movie import TrackSettings, track_movie
     from hrtem3d.simulate.movie import MovieConfig, simulate_movie, write_movie
-    from hrtem3d.track.events import match_events
+    from hrtem3d.tracking.events import match_events
 
     out = Path(out)
     cfg = MovieConfig()

@@ -21,10 +21,10 @@ import pandas as pd
 from hrtem3d.errors import HrtemError
 from hrtem3d.fsutil import atomic_write, file_fingerprint
 from hrtem3d.io import open_image
-from hrtem3d.segment.segmenter import TABLE_FIELDS, Segmenter
-from hrtem3d.track.analysis import analyze_movie
-from hrtem3d.track.drift import frame_shift
-from hrtem3d.track.temporal import TemporalModel, name_probabilities
+from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
+from hrtem3d.tracking.analysis import analyze_movie
+from hrtem3d.tracking.drift import frame_shift
+from hrtem3d.tracking.temporal import TemporalModel, name_probabilities
 
 PARTS = ".parts"
 
@@ -43,7 +43,7 @@ class TrackSettings:
         model: a model file; None uses the shipped default.
         contrast: "auto", "bright" or "dark" (decided once, on the reference frame).
         compile: run the network through torch.compile (see `Segmenter`).
-        search_range_A, memory: linking (see `track.linking.link_columns`).
+        search_range_A, memory: linking (see `tracking.linking.link_columns`).
         temporal: the depth HMM settings.
     """
 

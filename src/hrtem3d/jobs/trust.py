@@ -7,7 +7,7 @@ checked against the model's envelope (out of it: a warning and column confidence
 
 Example:
     >>> import numpy as np
-    >>> from hrtem3d.segment.lattice import lattice_image
+    >>> from hrtem3d.segmentation.lattice import lattice_image
     >>> t = assess_frame(lattice_image((256, 256), 0.1, rng=np.random.default_rng(0)), 0.11, source="file")
     >>> t.pixel_size_A, len(t.warnings) > 0
     (0.11, True)
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hrtem3d.errors import HrtemError
-from hrtem3d.segment.envelope_check import EnvelopeCheck, cap_confidence, check_envelope
-from hrtem3d.segment.lattice import LatticeCheck, LatticeFit, check_pixel_size, measure_lattice
+from hrtem3d.segmentation.envelope_check import EnvelopeCheck, cap_confidence, check_envelope
+from hrtem3d.segmentation.lattice import LatticeCheck, LatticeFit, check_pixel_size, measure_lattice
 
 LATTICE = "lattice"
 
@@ -64,7 +64,7 @@ class Trust:
         """The column table and confidence map with confidence capped when out of the envelope."""
         if self.in_envelope:
             return columns, confidence
-        from hrtem3d.segment.envelope_check import CONFIDENCE_CAP
+        from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP
 
         return cap_confidence(columns, self.envelope), np.minimum(confidence, np.float32(CONFIDENCE_CAP))
 

@@ -13,7 +13,7 @@ from hrtem3d.errors import HrtemError
 from hrtem3d.export.model3d import RULES, columns_to_atoms, write_model
 from hrtem3d.fsutil import atomic_write, save_figure
 from hrtem3d.io import open_image
-from hrtem3d.segment.segmenter import Segmenter
+from hrtem3d.segmentation.segmenter import Segmenter
 from hrtem3d.viz.overlay import overlay_figure
 
 
@@ -109,7 +109,7 @@ def evaluate_to_folder(model_path: str | Path | None, test_path: str | Path, out
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from hrtem3d.segment.segmenter import Segmenter
+    from hrtem3d.segmentation.segmenter import Segmenter
 
     seg = Segmenter(model_path, contrast="bright", tta=tta)
     r = evaluate(model_path, test_path, train_path, doses or DOSES, max_structures, progress=progress, segmenter=seg)

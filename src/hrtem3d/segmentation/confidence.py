@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np
-    >>> from hrtem3d.segment.confidence import apply_calibration
+    >>> from hrtem3d.segmentation.confidence import apply_calibration
     >>> float(apply_calibration(np.array([0.5]), a=1.0, b=0.0)[0])
     0.5
 """

@@ -1,7 +1,7 @@
 """A movie's column tables to tracks, depths in time and events: the in-memory half of `track`.
 
 A table in, tables out (trackpy's style): `analyze_movie` links the single-frame detections,
-denoises each column's depth through time with the HMM of `track.temporal`, and finds the
+denoises each column's depth through time with the HMM of `tracking.temporal`, and finds the
 events. Files, chunking and figures are the job's (`hrtem3d.jobs.track_movie`).
 """
 
@@ -12,9 +12,9 @@ import pandas as pd
 
 from hrtem3d.contracts import COLUMN_FIELDS
 from hrtem3d.labels.scheme import ClassScheme
-from hrtem3d.track.events import find_events
-from hrtem3d.track.linking import link_columns, track_table
-from hrtem3d.track.temporal import TemporalModel, denoise_depths
+from hrtem3d.tracking.events import find_events
+from hrtem3d.tracking.linking import link_columns, track_table
+from hrtem3d.tracking.temporal import TemporalModel, denoise_depths
 
 
 def analyze_movie(cols: pd.DataFrame, *, frames: np.ndarray, drift_A: np.ndarray, field_A: tuple[float, float],
@@ -33,7 +33,7 @@ def analyze_movie(cols: pd.DataFrame, *, frames: np.ndarray, drift_A: np.ndarray
         times_s: time of each processed frame, s.
         pixel_size_A: the input's pixel size, Å.
         scheme: the model's class scheme.
-        search_range_A, memory: linking (see `track.linking.link_columns`).
+        search_range_A, memory: linking (see `tracking.linking.link_columns`).
         temporal: the depth HMM settings (default `TemporalModel()`).
 
     Returns:

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from hrtem3d.labels.scheme import ClassScheme
-from hrtem3d.track.changepoint import ChangeModel, noise_sigma, segments, split_gain, standardize
+from hrtem3d.tracking.changepoint import ChangeModel, noise_sigma, segments, split_gain, standardize
 
 CHANGE_FIELDS = ["track", "t", "n_before", "n_after", "confidence"]
 

@@ -12,7 +12,7 @@ one-line warning is given.
 
 Example:
     >>> import numpy as np
-    >>> from hrtem3d.segment.lattice import lattice_image
+    >>> from hrtem3d.segmentation.lattice import lattice_image
     >>> img = lattice_image((256, 256), 0.1, rng=np.random.default_rng(0))
     >>> check_envelope(img, 0.1).in_envelope, check_envelope(img, 0.125).in_envelope
     (True, False)
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from hrtem3d.segment.lattice import TOLERANCE, LatticeCheck, check_pixel_size, measure_lattice
+from hrtem3d.segmentation.lattice import TOLERANCE, LatticeCheck, check_pixel_size, measure_lattice
 from hrtem3d.structure.material import CERIA, GOLD, Material
 
 PIXEL_LIMIT = 0.08      # a lattice this far (relative) from the stated pixel size is outside training
@@ -41,7 +41,7 @@ class EnvelopeCheck:
     Attributes:
         in_envelope: False when the image looks unlike anything the model was trained on.
         reasons: why not, one short phrase each.
-        lattice: the pixel-size check against the lattice (`segment.lattice.LatticeCheck`).
+        lattice: the pixel-size check against the lattice (`segmentation.lattice.LatticeCheck`).
         pixel_size_A: the pixel size the check was made at (Å).
     """
 

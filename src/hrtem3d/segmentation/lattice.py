@@ -15,7 +15,7 @@ positions (parabola on the log power) and fitted by least squares for (pixel x, 
 
 Example:
     >>> import numpy as np
-    >>> from hrtem3d.segment.lattice import lattice_image, measure_lattice
+    >>> from hrtem3d.segmentation.lattice import lattice_image, measure_lattice
     >>> img = lattice_image((256, 256), 0.08, rng=np.random.default_rng(0))
     >>> fit = measure_lattice(img)
     >>> fit.found and abs(fit.pixel_size_A / 0.08 - 1) < 0.01
