@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from hrtem3d.data import store
-from hrtem3d.data.dataset import HrtemDataset, _dihedral
+from hrtem3d.data.dataset import HrtemDataset
+from hrtem3d.data.dihedral import dihedral, dihedral_inverse
 from hrtem3d.errors import HrtemError
 
 
@@ -47,14 +48,27 @@ def test_flips_and_rotations_apply_alike(tiny_store):
         t = b["transform"]
         seen.add(t)
         for key in ("counts", "cls", "alpha", "clean"):
-            assert np.array_equal(_dihedral(a[key], t), b[key]), key
+            assert np.array_equal(dihedral(a[key], t), b[key]), key
     assert len(seen) >= 4
 
 
 def test_dihedral_group_is_the_eight_symmetries():
     a = np.arange(12).reshape(3, 4)
-    outs = {_dihedral(a, t).tobytes() + bytes(_dihedral(a, t).shape) for t in range(8)}
+    outs = {dihedral(a, t).tobytes() + bytes(dihedral(a, t).shape) for t in range(8)}
     assert len(outs) == 8
+
+
+def test_training_and_test_time_symmetries_are_the_same_maps():
+    """numpy (training augmentation) and torch (test-time augmentation) agree, and the inverse undoes."""
+    import torch
+
+    a = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    for t in range(8):
+        np.testing.assert_array_equal(dihedral(a, t), dihedral(torch.from_numpy(a), t).numpy())
+        np.testing.assert_array_equal(dihedral_inverse(dihedral(a, t), t), a)
+        assert torch.equal(dihedral_inverse(dihedral(torch.from_numpy(a), t), t), torch.from_numpy(a))
+    # t = 1 is a quarter turn counter-clockwise: the top-right corner goes to the top-left
+    assert dihedral(a, 1)[0, 0, 0] == a[0, 0, -1]
 
 
 def test_fixed_dose_controls_the_counts(tiny_store):

@@ -17,6 +17,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from hrtem3d.data import store
+from hrtem3d.data.dihedral import dihedral
 from hrtem3d.data.normalize import NORMALIZATIONS, RELATIVE, normalizer, relative_contrast
 from hrtem3d.data.resample import to_working_grid
 from hrtem3d.errors import HrtemError
@@ -170,8 +171,8 @@ class HrtemDataset(Dataset):
         counts = blur(shot_noise(lam, rng), det, self.sampling_A)
         cls, alpha = self.cls[k][sl], store.alpha_float(self.alpha[k][sl])
         t = int(rng.integers(8)) if self.augment else 0
-        return {"structure": self.indices[k], "optics": optics, "detector": det, "clean": _dihedral(clean, t),
-                "counts": _dihedral(counts, t), "cls": _dihedral(cls, t), "alpha": _dihedral(alpha, t),
+        return {"structure": self.indices[k], "optics": optics, "detector": det, "clean": dihedral(clean, t),
+                "counts": dihedral(counts, t), "cls": dihedral(cls, t), "alpha": dihedral(alpha, t),
                 "origin": (y0, x0), "transform": t, "flux": flux}
 
     def _draw_through_scope(self, rng: np.random.Generator, k: int, optics: Optics, det) -> dict:
@@ -211,8 +212,8 @@ class HrtemDataset(Dataset):
         t = int(rng.integers(8)) if self.augment else 0
         return {"structure": self.indices[k], "optics": optics, "detector": det, "acquisition": acq,
                 "counts": counts, "pixel_size_A": acq.stated_pixel_A, "origin_A": (start[0] * p, start[1] * p),
-                "native_pixel_A": p, "work": _dihedral(work, t), "cls": _dihedral(cls, t),
-                "alpha": _dihedral(alpha.astype(np.float32), t), "transform": t,
+                "native_pixel_A": p, "work": dihedral(work, t), "cls": dihedral(cls, t),
+                "alpha": dihedral(alpha.astype(np.float32), t), "transform": t,
                 "flux": mean_counts * float(np.exp(rng.normal(0, 0.03)))}
 
     def __getitem__(self, i: int):
@@ -237,9 +238,3 @@ class HrtemDataset(Dataset):
         else:
             cy, cx = rng.uniform(0, n, 2)
         return (int(np.clip(cy - self.crop / 2, 0, hi)), int(np.clip(cx - self.crop / 2, 0, hi)))
-
-
-def _dihedral(a: np.ndarray, t: int) -> np.ndarray:
-    """One of the eight symmetries of the square: t in 0..7 (rotation t % 4, flip if t >= 4)."""
-    a = np.rot90(a, t % 4, axes=(-2, -1))
-    return a[..., ::-1] if t >= 4 else a

@@ -15,6 +15,7 @@ import torch
 from skimage.transform import resize
 
 from hrtem3d.contracts import COLUMN_FIELDS
+from hrtem3d.data.dihedral import dihedral, dihedral_inverse
 from hrtem3d.data.normalize import noise_level, normalizer
 from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
@@ -139,8 +140,8 @@ class Segmenter:
             return torch.softmax(logits / self.temperature, 0).cpu().numpy()
         p = 0
         for t in range(self.tta):  # the training augmentations: rotations by 90 degrees, then flips
-            xt = _dihedral(x, t).contiguous(memory_format=torch.channels_last)
-            p = p + torch.softmax(_dihedral_inverse(self.net(xt).float(), t) / self.temperature, 1)
+            xt = dihedral(x, t).contiguous(memory_format=torch.channels_last)
+            p = p + torch.softmax(dihedral_inverse(self.net(xt).float(), t) / self.temperature, 1)
         return (p[0] / self.tta).cpu().numpy()
 
     def polarity(self, work: np.ndarray) -> float:
@@ -215,14 +216,3 @@ def _load(model, device) -> tuple[torch.nn.Module, dict]:
         raise HrtemError(f"the model's metadata lacks {', '.join(missing)}; pass the metadata a model file holds "
                          "(hrtem3d.model.read_metadata) or at least its class scheme and pixel size (Å)")
     return net.to(pick_device(device)), meta
-
-
-def _dihedral(x: torch.Tensor, t: int) -> torch.Tensor:
-    """Symmetry t of the square on the last two axes: rotation by t % 4 quarter turns, then a flip if t >= 4."""
-    x = torch.rot90(x, t % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if t >= 4 else x
-
-
-def _dihedral_inverse(x: torch.Tensor, t: int) -> torch.Tensor:
-    x = torch.flip(x, dims=(-1,)) if t >= 4 else x
-    return torch.rot90(x, -(t % 4), dims=(-2, -1))
