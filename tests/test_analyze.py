@@ -70,9 +70,18 @@ def test_binning_keeps_counts_and_maps_coordinates_back():
     work, f = to_working_grid(img, 0.08, 0.16)
     assert work.shape == (64, 64) and f == (2.0, 2.0)
     assert work.sum() * 4 == pytest.approx(img.sum())
+    # exact binning: the 2x2 block holding the counts averages them, no other pixel is touched
+    assert work[20, 10] == 25.0 and np.count_nonzero(work) == 1
+    odd, _ = to_working_grid(np.ones((129, 131), np.float32), 0.08, 0.16)  # the incomplete last row/column drop
+    assert odd.shape == (64, 65) and np.all(odd == 1.0)
     y, x = np.unravel_index(np.argmax(work), work.shape)
     xi, yi = to_input_coords(np.array([x]), np.array([y]), f)
     assert abs(xi[0] - 21) <= 0.5 and abs(yi[0] - 40) <= 0.5
+
+
+def test_resampling_a_tiny_image_keeps_at_least_8_by_8_working_pixels():
+    work, f = to_working_grid(np.ones((20, 20), np.float32), 0.03, 0.16)  # 20 / 5.33 = 3.75 pixels: floored
+    assert work.shape == (8, 8) and f == (2.5, 2.5)
 
 
 def test_non_integer_resampling_low_passes_and_keeps_mean():
@@ -82,6 +91,8 @@ def test_non_integer_resampling_low_passes_and_keeps_mean():
     assert work.shape == (94, 94)
     assert work.mean() == pytest.approx(img.mean(), rel=0.01)
     assert work.std() < img.std() / 2  # averaging, not point sampling
+    wide, (fy, fx) = to_working_grid(np.ones((300, 240), np.float32), 0.05, 0.16)  # not square: y and x apart
+    assert wide.shape == (94, 75) and fy == pytest.approx(300 / 94) and fx == pytest.approx(240 / 75)
 
 
 def test_tiles_do_not_change_results(tiny_model):

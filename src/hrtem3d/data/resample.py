@@ -11,7 +11,7 @@ def to_working_grid(image: np.ndarray, pixel_size_A: float, working_A: float) ->
 
     Integer coarsening is block averaging (exact binning, keeps every count);
     other coarsening low-passes before linear interpolation (anti-aliasing);
-    refining is linear interpolation.
+    refining is linear interpolation. The result is never smaller than 8 x 8 pixels.
 
     Returns:
         (resampled image, (fy, fx)): input pixels per working pixel along y and x. A working
