@@ -40,7 +40,7 @@ TARGETS: dict[str, list[str]] = {
     "tracking/drift.py": ["tests/test_temporal.py", "-k", "frame_shift"],
     "tracking/linking.py": ["tests/test_temporal.py"],
     "tracking/changepoint.py": ["tests/test_temporal.py"],
-    "tracking/events.py": ["tests/test_temporal.py"],
+    "tracking/events.py": ["tests/test_events_matching.py", "tests/test_temporal.py"],
     "export/model3d.py": ["tests/test_model3d.py"],
     "evaluate/calibrate.py": ["tests/test_analyze.py", "-k", "platt or noise_feature or analytic_optimum"],
 }
