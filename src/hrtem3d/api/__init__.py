@@ -331,12 +331,11 @@ def track(columns: MovieColumns | pd.DataFrame, pixel_size_A: float | None = Non
 
 def _scheme(model: Model | str | Path | None) -> ClassScheme:
     """A model's class scheme, read from its metadata only (the network is not built for a path)."""
-    from hrtem3d.labels.scheme import ClassScheme
-    from hrtem3d.model.io import default_model_path, read_metadata
+    from hrtem3d.jobs.track_movie import model_scheme
 
     if isinstance(model, _segmenter_type()):
         return model.scheme
-    return ClassScheme.from_dict(read_metadata(model or default_model_path())["scheme"])
+    return model_scheme(str(model) if model else None)
 
 
 @dataclass

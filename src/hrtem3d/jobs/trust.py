@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hrtem3d.errors import HrtemError
-from hrtem3d.segmentation.envelope_check import EnvelopeCheck, cap_confidence, check_envelope
+from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP, EnvelopeCheck, cap_confidence, check_envelope
 from hrtem3d.segmentation.lattice import LatticeCheck, LatticeFit, check_pixel_size, measure_lattice
 
 LATTICE = "lattice"
@@ -64,8 +64,6 @@ class Trust:
         """The column table and confidence map with confidence capped when out of the envelope."""
         if self.in_envelope:
             return columns, confidence
-        from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP
-
         return cap_confidence(columns, self.envelope), np.minimum(confidence, np.float32(CONFIDENCE_CAP))
 
 

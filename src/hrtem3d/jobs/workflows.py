@@ -109,8 +109,6 @@ def evaluate_to_folder(model_path: str | Path | None, test_path: str | Path, out
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from hrtem3d.segmentation.segmenter import Segmenter
-
     seg = Segmenter(model_path, contrast="bright", tta=tta)
     r = evaluate(model_path, test_path, train_path, doses or DOSES, max_structures, progress=progress, segmenter=seg)
     summary, cols = r["summary"], r["columns"]

@@ -22,7 +22,7 @@ from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model
 from hrtem3d.model.unet import pick_device, seam_free_overlap
-from hrtem3d.segmentation.columns import find_columns
+from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import apply_calibration
 
 TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
@@ -43,8 +43,6 @@ class Segmentation:
 
 def column_intensity(work: np.ndarray, x: np.ndarray, y: np.ndarray, radius_px: float) -> np.ndarray:
     """Mean of the normalised working image within `radius_px` of each column centre (working pixels)."""
-    from hrtem3d.segmentation.columns import disc_offsets
-
     if len(x) == 0:
         return np.zeros(0, np.float32)
     dy, dx = disc_offsets(radius_px)

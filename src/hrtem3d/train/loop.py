@@ -153,11 +153,11 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     from hrtem3d.simulate.envelope_file import envelope_of
 
     stored = envelope_of(settings)  # the store's envelope (simulate --envelope), else the shipped default
-    envelope = envelope or (stored.optics if stored else OpticsEnvelope())
     scope = scope or ((stored.scope if stored else ScopeEnvelope()) if config.scope else None)
     train_ds = HrtemDataset(data, train_idx, crop=config.crop, samples_per_epoch=config.batch * 200,
                             envelope=envelope, seed=rank_seed(config, rank), class_weights=cw,
                             centre_weight=config.centre_weight, normalization=config.normalization, scope=scope)
+    envelope = train_ds.envelope  # the dataset resolves None to the store's optics envelope, else the default
     val_ds = HrtemDataset(data, val_idx, crop=config.crop, samples_per_epoch=config.val_samples,
                           envelope=envelope, seed=10**6 + config.seed, augment=False,
                           normalization=config.normalization, scope=scope)
