@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hrtem3d.model.unet import UNet, UNetConfig, count_flops, count_parameters, plain_unet_reference
+from hrtem3d.model.unet import UNet, UNetConfig, count_flops, count_parameters, fold_batchnorm, plain_unet_reference
 
 THREADS = 2
 
@@ -44,25 +44,6 @@ class Candidate:
     batch: int = 1
     channels_last: bool = False
     reference: bool = False
-
-
-def fold_batchnorm(model: UNet) -> UNet:
-    """Inference copy of ``model`` with each BatchNorm folded into the conv before it."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    model = model.eval()
-    for module in model.modules():
-        if isinstance(module, nn.Sequential):
-            layers = list(module)
-            i = 0
-            while i < len(layers) - 1:
-                if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
-                    layers[i] = fuse_conv_bn_eval(layers[i], layers[i + 1])
-                    layers[i + 1] = nn.Identity()
-                i += 1
-            for j, layer in enumerate(layers):
-                module[j] = layer
-    return model
 
 
 def candidates() -> list[Candidate]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# exported ONNX graphs (hrtem3d.model.runtime) go to a cache of this test session, not the user's
+os.environ.setdefault("HRTEM3D_CACHE", tempfile.mkdtemp(prefix="hrtem3d-cache-"))
 
 # The shared test data (real microscope files) sits next to the repository as ../shared;
 # HRTEM3D_SHARED points elsewhere. Missing data skips its tests, except in CI (CI=true), where it fails.

@@ -26,7 +26,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 #: Library parameters (HrtemError.param) and the options that set them.
 _FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-size", "stack_rule": "--stack-rule",
-          "chunk": "--chunk", "workers": "--workers"}
+          "chunk": "--chunk", "workers": "--workers", "backend": "--backend"}
+BACKEND_HELP = ("How the network runs: auto (ONNX Runtime on the CPU, PyTorch in half precision on CUDA), onnx, "
+                "torch, or int8 (quantised, calibrated on the first image: faster, less accurate; see "
+                "docs/benchmarks.md).")
 
 
 def _in_cli_terms(e: HrtemError) -> str:
@@ -168,6 +171,7 @@ def segment(
     tta: int = typer.Option(1, help="Test-time augmentation: average the class probabilities over 1, 2, 4 or "
                                     "8 flips/rotations (that many times slower; more accurate depths)."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     export_3d: bool = typer.Option(False, "--export-3d",
                                    help="Also write an estimated 3D atomic model: model.xyz (extended XYZ, "
@@ -189,7 +193,7 @@ def segment(
     from hrtem3d.api import load_model
     from hrtem3d.jobs.workflows import segment_file
 
-    seg = load_model(model, device=device, tta=tta)  # one network for every input
+    seg = load_model(model, device=device, tta=tta, backend=backend)  # one network for every input
     seg.set_contrast(contrast)  # "auto": decided again on each input's first frame
     for path in inputs:
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
@@ -223,6 +227,7 @@ def track(
     figures: bool = typer.Option(True, help="Write the overlay movie and figures."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (compiles for up to a "
                                                           "minute; no gain measured on 2 CPU cores)."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar (frames/s)."),
 ) -> None:
     """Segment every frame of a movie, correct drift, link columns, denoise depths in time, find events.
@@ -241,7 +246,8 @@ def track(
         raise HrtemError(f"--change-threshold must be positive, got {change_threshold}")
     s = TrackSettings(pixel_size_A=pixel_size, fps=fps, start=start, stop=stop, chunk=chunk, workers=workers,
                       scheduler=scheduler, model=str(model) if model else None, contrast=contrast,
-                      temporal=TemporalModel(change=ChangeModel(threshold=change_threshold)), compile=compile)
+                      temporal=TemporalModel(change=ChangeModel(threshold=change_threshold)), compile=compile,
+                      backend=backend)
     r = track_movie(input, out, s, progress=progress, figures=figures)
     skipped = f"; skipped frames {r['skipped_frames']}" if r["skipped_frames"] else ""
     kinds = ", ".join(f"{v} {k}" for k, v in r["event_kinds"].items()) or "none"
@@ -259,6 +265,7 @@ def evaluate(
     doses: str = typer.Option("100,300,1000,3000,10000", help="Doses (e/Å²), comma-separated."),
     max_structures: int = typer.Option(None, help="Use at most this many test structures."),
     tta: int = typer.Option(1, help="Test-time augmentation: 1, 2, 4 or 8 symmetries averaged."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Accuracy against ground truth per dose, with the intensity-counting and majority baselines."""
@@ -266,7 +273,7 @@ def evaluate(
 
     d = tuple(float(v) for v in doses.split(","))
     summary = evaluate_to_folder(model, data, out, train_path=train_data, doses=d, max_structures=max_structures,
-                                 progress=progress, tta=tta)
+                                 progress=progress, tta=tta, backend=backend)
     typer.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -73,7 +73,7 @@ def _segmenter_type():
 
 
 def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = None, device: str | None = None,
-               tta: int = 1, threads: int | None = None, compile: bool = False) -> Model:
+               tta: int = 1, threads: int | None = None, compile: bool = False, backend: str = "auto") -> Model:
     """Load a model once, to pass to `segment`, `segment_movie` and `track` (cellpose's style).
 
     Args:
@@ -85,6 +85,8 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
         device: "cpu" or "cuda" (default: CUDA when present).
         tta: test-time augmentation, 1, 2, 4 or 8 flips/rotations averaged (that many times slower).
         threads: torch CPU threads (None: torch's default); compile: `torch.compile` the network.
+        backend: "auto" (ONNX Runtime on the CPU, PyTorch in half precision on CUDA), "onnx", "torch"
+            or "int8" (`hrtem3d.model.runtime`).
 
     Returns:
         a `Model` (`hrtem3d.segmentation.segmenter.Segmenter`): `.scheme`, `.pixel_size_A` (Å), `.meta`.
@@ -101,7 +103,7 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
             raise HrtemError("an in-memory network needs its metadata: load_model(net, metadata={'scheme': ..., "
                              "'pixel_size_A': ...})")
         path = (path, metadata)
-    return _segmenter_type()(path, device=device, tta=tta, threads=threads, compile=compile)
+    return _segmenter_type()(path, device=device, tta=tta, threads=threads, compile=compile, backend=backend)
 
 
 @functools.lru_cache(maxsize=1)

@@ -43,6 +43,7 @@ class TrackSettings:
         model: a model file; None uses the shipped default.
         contrast: "auto", "bright" or "dark" (decided once, on the reference frame).
         compile: run the network through torch.compile (see `Segmenter`).
+        backend: how the network runs ("auto", "onnx", "torch", "int8"; see `Segmenter`).
         search_range_A, memory: linking (see `tracking.linking.link_columns`).
         temporal: the depth HMM settings.
     """
@@ -60,17 +61,19 @@ class TrackSettings:
     memory: int = 5
     temporal: TemporalModel = field(default_factory=TemporalModel)
     compile: bool = False
+    backend: str = "auto"
 
 
 _SEGMENTERS: dict = {}
 
 
-def _segmenter(model: str | None, threads: int | None = None, compile: bool = False) -> Segmenter:
+def _segmenter(model: str | None, threads: int | None = None, compile: bool = False,
+               backend: str = "auto") -> Segmenter:
     """One loaded model per process: the run and dask workers reuse it across chunks (contrast set per use)."""
-    key = (model, threads, compile)
+    key = (model, threads, compile, backend)
     if key not in _SEGMENTERS:
         _SEGMENTERS.clear()  # a long-lived process keeps one network, not one per model it ever used
-        _SEGMENTERS[key] = Segmenter(model, threads=threads, compile=compile)
+        _SEGMENTERS[key] = Segmenter(model, threads=threads, compile=compile, backend=backend)
     return _SEGMENTERS[key]
 
 
@@ -83,7 +86,7 @@ class Chunk:
         first, last: the frame range [first, last).
         part: the part files' path without suffix (`.parquet` and `.json` are added).
         model: a model file (None: the shipped one); contrast: "bright" or "dark", decided for the run.
-        threads: torch CPU threads on a worker (None: torch's default); compile: `Segmenter`'s.
+        threads: torch CPU threads on a worker (None: torch's default); compile, backend: `Segmenter`'s.
     """
 
     path: str
@@ -95,6 +98,7 @@ class Chunk:
     contrast: str = "bright"
     threads: int | None = None
     compile: bool = False
+    backend: str = "auto"
 
 
 def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
@@ -120,7 +124,7 @@ def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
     processed frames, their drift (Å) and the skipped frames with the reason.
     """
     c = chunk
-    seg = _segmenter(c.model, c.threads, c.compile)
+    seg = _segmenter(c.model, c.threads, c.compile, c.backend)
     seg.set_contrast(c.contrast)
     src = open_image(c.path, pixel_size_A=c.pixel_size_A)
     first, last = c.first, c.last
@@ -200,7 +204,7 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
     if ref_file.exists():
         with np.load(ref_file) as z:
             return src, stop, z["image"], str(z["contrast"])
-    seg = _segmenter(s.model, None, s.compile)
+    seg = _segmenter(s.model, None, s.compile, s.backend)
     seg.set_contrast(s.contrast)
     for first, block in src.frames(s.start, stop, chunk=1):
         if np.isfinite(block[0]).all():
@@ -222,7 +226,8 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
     bar = tqdm(total=stop - s.start, initial=stop - s.start - sum(b - a for a, b in todo), disable=not progress,
                desc=f"track {path.name}", unit="frame", smoothing=0.1)
     chunks = [Chunk(path=str(path), pixel_size_A=src.pixel_size_A, first=a, last=b,
-                    part=str(parts / f"chunk_{a:08d}"), model=s.model, contrast=contrast, compile=s.compile)
+                    part=str(parts / f"chunk_{a:08d}"), model=s.model, contrast=contrast, compile=s.compile,
+                    backend=s.backend)
               for a, b in todo]
     if s.workers <= 1 and not s.scheduler:
         for c in chunks:
@@ -286,7 +291,7 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
         raise HrtemError(f"{path.name}: no frame could be segmented (skipped: {_ranges(sorted(skipped))})")
     interval = 1.0 / s.fps if s.fps else src.frame_interval_s
     times = frames * (interval if interval else 1.0)
-    seg = _segmenter(s.model, None, s.compile)  # the run's one network (loaded while segmenting)
+    seg = _segmenter(s.model, None, s.compile, s.backend)  # the run's one network (loaded while segmenting)
     scheme = seg.scheme
     ny, nx = src.shape[1:]
     field_A = (nx * src.pixel_size_A, ny * src.pixel_size_A)

@@ -102,14 +102,15 @@ def _open_for_lattice(path: Path):
 
 def evaluate_to_folder(model_path: str | Path | None, test_path: str | Path, out_dir: str | Path, *,
                        train_path: str | Path | None = None, doses: tuple[float, ...] | None = None,
-                       max_structures: int | None = None, progress: bool = True, tta: int = 1) -> pd.DataFrame:
+                       max_structures: int | None = None, progress: bool = True, tta: int = 1,
+                       backend: str = "auto") -> pd.DataFrame:
     """Run `evaluate.metrics.evaluate` and write summary.csv/.md, columns.parquet and the plots."""
     from hrtem3d.evaluate.metrics import DOSES, evaluate, expected_calibration_error, reliability
     from hrtem3d.viz.evaluation import accuracy_vs_dose, confusion_figure, reliability_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seg = Segmenter(model_path, contrast="bright", tta=tta)
+    seg = Segmenter(model_path, contrast="bright", tta=tta, backend=backend)
     r = evaluate(model_path, test_path, train_path, doses or DOSES, max_structures, progress=progress, segmenter=seg)
     summary, cols = r["summary"], r["columns"]
     atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False, float_format="%.4f"))

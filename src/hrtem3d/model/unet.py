@@ -180,11 +180,12 @@ class UNet(nn.Module):
                 "pass a batch of single-channel images"
             )
         h, w = x.shape[-2:]
-        m = self.config.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        x = pad_to_multiple(x, self.config.multiple)
+        return self.body(x)[..., :h, :w]
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on an input whose sides are multiples of ``config.multiple`` (no checks, no
+        padding: the graph that `hrtem3d.model.runtime` exports to ONNX)."""
         skips = []
         for i, block in enumerate(self.down):
             if i > 0:
@@ -194,10 +195,40 @@ class UNet(nn.Module):
         x = self.dropout(skips.pop())
         for up, block in zip(self.ups, self.up_blocks, strict=True):
             x = block(torch.cat([skips.pop(), up(x)], dim=1))
-        x = self.head(x)
-        if ph or pw:
-            x = x[..., :h, :w]
+        return self.head(x)
+
+
+def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Pad ``[N, C, H, W]`` at the bottom and right to sides that are multiples of ``m``: reflect, or
+    replicate where the image is too small to reflect. Crop the output back with ``[..., :H, :W]``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if not (ph or pw):
         return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def fold_batchnorm(model: UNet) -> UNet:
+    """An inference copy of ``model`` with every BatchNorm folded into the convolution before it
+    (the same function of the input to float rounding, one pass over each feature map fewer).
+
+    >>> net = UNet(UNetConfig(widths=(4, 8), n_classes=3)).eval()
+    >>> x = torch.randn(1, 1, 32, 32)
+    >>> bool(torch.allclose(net(x), fold_batchnorm(net)(x), atol=1e-5))
+    True
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            layers = list(module)
+            for i in range(len(layers) - 1):
+                if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(layers[i], layers[i + 1])
+                    module[i + 1] = nn.Identity()
+    return model
 
 
 def receptive_radius(config: UNetConfig) -> int:

@@ -6,13 +6,13 @@ table (DESIGN.md), a label image and a confidence image on the input's own grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from skimage.transform import resize
+import torch.nn.functional as F
 
 from hrtem3d.contracts import COLUMN_FIELDS
 from hrtem3d.data.dihedral import dihedral, dihedral_inverse
@@ -21,6 +21,7 @@ from hrtem3d.data.resample import to_input_coords, to_working_grid
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model
+from hrtem3d.model.runtime import make_engine
 from hrtem3d.model.unet import pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import apply_calibration
@@ -32,13 +33,52 @@ TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
 
 @dataclass
 class Segmentation:
-    """Result for one frame: the column table and per-pixel maps on the input grid."""
+    """Result for one frame: the column table, and per-pixel maps on the input grid made when first asked for.
+
+    Attributes:
+        columns: the column table.
+        working_image: the normalised image at the model's pixel size.
+        probs: float32 `[C, y, x]` class probabilities at the model's pixel size.
+        input_shape: the input image's `(ny, nx)`.
+        labels: uint8 `[y, x]` class per input pixel (0 background), nearest of the working grid.
+        confidence: float32 `[y, x]` probability of that class, bilinear from the working grid.
+    """
 
     columns: pd.DataFrame
-    labels: np.ndarray          # uint8 [y, x] class per pixel (0 background)
-    confidence: np.ndarray      # float32 [y, x] probability of that class
-    working_image: np.ndarray   # normalised image at the model's pixel size
-    probs: np.ndarray           # float32 [C, y, x] at the model's pixel size
+    working_image: np.ndarray
+    probs: np.ndarray
+    input_shape: tuple[int, int]
+    _labels: np.ndarray | None = field(default=None, repr=False)
+    _confidence: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            self._labels = to_input_grid(self.probs.argmax(0).astype(np.uint8), self.input_shape, order=0)
+        return self._labels
+
+    @property
+    def confidence(self) -> np.ndarray:
+        if self._confidence is None:
+            self._confidence = to_input_grid(self.probs.max(0), self.input_shape, order=1)
+        return self._confidence
+
+    @confidence.setter
+    def confidence(self, value: np.ndarray) -> None:
+        self._confidence = value
+
+
+def to_input_grid(m: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """A working-grid map `[y, x]` resampled to `shape`: nearest neighbour (order 0, same dtype) or
+    bilinear (order 1, float32), pixel centres aligned as `skimage.transform.resize` aligns them."""
+    if m.shape == tuple(shape):
+        return m.astype(np.float32) if order else m
+    if order == 0:
+        iy = np.minimum(((np.arange(shape[0]) + 0.5) * m.shape[0] / shape[0]).astype(int), m.shape[0] - 1)
+        ix = np.minimum(((np.arange(shape[1]) + 0.5) * m.shape[1] / shape[1]).astype(int), m.shape[1] - 1)
+        return m[iy[:, None], ix[None, :]]
+    t = torch.from_numpy(np.ascontiguousarray(m, np.float32))[None, None]
+    return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def column_intensity(work: np.ndarray, x: np.ndarray, y: np.ndarray, radius_px: float) -> np.ndarray:
@@ -66,14 +106,17 @@ class Segmenter:
             the first image segmented after `set_contrast`; callers reset it for every new input).
         threads: torch CPU threads (None: torch's default).
         compile: run the network through `torch.compile` (a compile of up to a minute on the
-            first frame of each new size, then faster frames: worth it for long movies).
+            first frame of each new size; the "torch" backend only).
+        backend: how the network runs (`hrtem3d.model.runtime`): "auto" (ONNX Runtime on the CPU,
+            PyTorch in half precision on CUDA), "onnx", "torch", or "int8" (quantised, its scales
+            calibrated on the first image segmented; opt-in, see docs/benchmarks.md).
         tta: test-time augmentation, the number of the square's symmetries (1, 2, 4 or 8) whose
             class probabilities are averaged; costs that many forward passes.
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
                  overlap: int | None = None, contrast: str = "auto", threads: int | None = None, compile: bool = False,
-                 tta: int = 1):
+                 tta: int = 1, backend: str = "auto"):
         if tta not in (1, 2, 4, 8):
             raise HrtemError(f"tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}", param="tta")
         self.tta = tta
@@ -82,7 +125,6 @@ class Segmenter:
             torch.set_num_threads(threads)
         self.model, self.meta = _load(model_path, self.device)
         self.model.eval()
-        self.model.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
         self.scheme = ClassScheme.from_dict(self.meta["scheme"])
         self.pixel_size_A = float(self.meta["pixel_size_A"])
         self.temperature = float(self.meta.get("temperature", 1.0))
@@ -100,7 +142,12 @@ class Segmenter:
                              param="tile")
         self.tile = tile
         self.set_contrast(contrast)
-        self.net = torch.compile(self.model, dynamic=False) if compile else self.model
+        self.backend_asked = backend
+        self._engine_args = dict(device=self.device, threads=threads, compile=compile)
+        float_engine = make_engine(self.model, backend="auto" if backend == "int8" else backend, **self._engine_args)
+        self._polarity_engine = float_engine  # int8 quantises later, on the first image it sees
+        self.engine = None if backend == "int8" else float_engine
+        self.backend = float_engine.backend if self.engine is not None else "int8"
 
     def set_contrast(self, contrast: str) -> None:
         """Atom contrast from now on: "bright", "dark", or "auto" (decided afresh on the next image).
@@ -131,16 +178,18 @@ class Segmenter:
         return out
 
     @torch.inference_mode()
-    def _forward(self, work: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(work, dtype=np.float32))[None, None].to(self.device)
+    def _forward(self, work: np.ndarray, engine=None) -> np.ndarray:
+        if engine is None and self.engine is None:  # int8: scales from the first image's activations
+            self.engine = make_engine(self.model, backend="int8", calibration=[work], **self._engine_args)
+        engine = engine or self.engine
+        x = torch.from_numpy(np.ascontiguousarray(work, dtype=np.float32))[None, None]
         if self.tta == 1:
-            logits = self.net(x.contiguous(memory_format=torch.channels_last))[0].float()
-            return torch.softmax(logits / self.temperature, 0).cpu().numpy()
+            return torch.softmax(engine(x)[0] / self.temperature, 0).numpy()
         p = 0
         for t in range(self.tta):  # the training augmentations: rotations by 90 degrees, then flips
-            xt = dihedral(x, t).contiguous(memory_format=torch.channels_last)
-            p = p + torch.softmax(dihedral_inverse(self.net(xt).float(), t) / self.temperature, 1)
-        return (p[0] / self.tta).cpu().numpy()
+            logits = dihedral_inverse(engine(dihedral(x, t).contiguous()), t).contiguous()
+            p = p + torch.softmax(logits / self.temperature, 1)
+        return (p[0] / self.tta).numpy()
 
     def polarity(self, work: np.ndarray) -> float:
         """+1 if atoms are bright as in training, -1 if dark (decided on a central crop)."""
@@ -151,7 +200,7 @@ class Segmenter:
         crop = work[(ny - s) // 2:(ny + s) // 2, (nx - s) // 2:(nx + s) // 2]
         score = []
         for sign in (1.0, -1.0):
-            p = self._forward(sign * crop)
+            p = self._forward(sign * crop, self._polarity_engine)
             fg = 1 - p[0]
             score.append(float(np.mean(p.max(0)[fg > 0.5])) if (fg > 0.5).any() else 0.0)
         self._sign = 1.0 if score[0] >= score[1] else -1.0
@@ -189,11 +238,7 @@ class Segmenter:
         cols["x_A"] = cols["x_px"] * pixel_size_A
         cols["y_A"] = cols["y_px"] * pixel_size_A
         cols = cols[TABLE_FIELDS + [c for c in cols.columns if c not in TABLE_FIELDS]]
-        labels = probs.argmax(0).astype(np.uint8)
-        conf = probs.max(0)
-        labels = resize(labels, image.shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-        conf = resize(conf, image.shape, order=1, preserve_range=True).astype(np.float32)
-        return Segmentation(cols, labels, conf, work, probs)
+        return Segmentation(cols, work, probs, image.shape)
 
 
 def _load(model, device) -> tuple[torch.nn.Module, dict]:
