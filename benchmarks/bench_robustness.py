@@ -116,7 +116,7 @@ def oracle_metrics(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     return out
 
 
-def load_segmenter(model: str, threads: int):
+def load_segmenter(model: str, threads: int, backend: str = "auto"):
     """`Segmenter` for a model path or "default" (the shipped model); registers "mean/std" if needed."""
     from hrtem3d.segmentation.segmenter import Segmenter
 
@@ -127,7 +127,7 @@ def load_segmenter(model: str, threads: int):
         from hrtem3d.model.io import read_metadata
 
         ensure_normalization(read_metadata(path).get("normalization"))
-    return Segmenter(path, threads=threads)
+    return Segmenter(path, threads=threads, backend=backend)
 
 
 def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | None = None) -> list[dict]:
@@ -163,7 +163,8 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
     return rows
 
 
-def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] | None = None) -> list[dict]:
+def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] | None = None,
+                    backends: dict | None = None) -> list[dict]:
     """The independent set through the `hrtem3d segment` CLI (`doses` only, if given), scored here and by
     its own score.py (which scores every image it finds). A model the CLI cannot load yet (normalization
     "mean/std") is run in this process through its `Segmenter` instead, and its rows say so."""
@@ -184,6 +185,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
             if via == "cli":
                 cmd = [str(CLI), "segment", *images, "--pixel-size", f"{px}", "--out", tmp, "--no-progress"]
                 cmd += [] if path == "default" else ["--model", str(path)]
+                cmd += ["--backend", (backends or {}).get(name, "auto")]
                 subprocess.run(cmd, check=True, capture_output=True, text=True)
             else:
                 print(f"  {name}: `hrtem3d segment` cannot load a {norm!r} model yet; segmenting in this process")
@@ -272,10 +274,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--out", default="results.csv", help="CSV of every result row")
     ap.add_argument("--doses", default=None, help="comma-separated doses to score (default: every dose of a set)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--backend", action="append", default=None,
+                    help="inference backend (auto, onnx, torch, int8); repeat to compare (rows: model[backend])")
     a = ap.parse_args(argv)
-    models = {("default" if m == "default" else Path(m).stem): m for m in a.model}
+    backends = a.backend or ["auto"]
+    models, backend_of = {}, {}
+    for m in a.model:
+        for b in backends:
+            name = ("default" if m == "default" else Path(m).stem) + (f"[{b}]" if len(backends) > 1 else "")
+            models[name], backend_of[name] = m, b
     models.update({f"baseline:{Path(m).stem}": m for m in a.baseline_model})
-    segs = {name: load_segmenter(path, a.threads) for name, path in models.items()}
+    segs = {name: load_segmenter(path, a.threads, backend_of.get(name, "auto")) for name, path in models.items()}
     rows = []
     doses = [float(d) for d in a.doses.split(",")] if a.doses else None
     cfg = rs.BuildConfig(n_particles=a.n_particles)
@@ -286,7 +295,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print(f"{name}: {time.perf_counter() - t:.1f} s", flush=True)
     if a.independent:
         t = time.perf_counter()
-        rows += run_independent(Path(a.independent), models, segs, doses)
+        rows += run_independent(Path(a.independent), models, segs, doses, backend_of)
         print(f"independent: {time.perf_counter() - t:.1f} s", flush=True)
     df = pd.DataFrame(rows)
     df.to_csv(a.out, index=False)

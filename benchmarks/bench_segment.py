@@ -1,15 +1,19 @@
-"""`segment` end to end on a 1024x1024 frame at 0.08 Å/px against one forward pass of the plain
-reference U-Net (16-32-64-128, two 3x3 conv+BN+ReLU per level, 12 classes) on the same frame.
+"""`segment` end to end on a 1024x1024 frame at 0.08 Å/px, per inference backend, against one forward pass
+of the plain reference U-Net (16-32-64-128, two 3x3 conv+BN+ReLU per level, 12 classes) on the same frame.
 
-End to end = read the TIFF, normalise, resample to the model's pixel size, network, columns
-(figures and file writing excluded). Prints a markdown table with the ratio.
+The frame: the demo movie's simulated CeO2 particle (0.08 Å/px) padded with vacuum to 1024², Poisson noise
+at 1000 e/Å², uint16 TIFF. End to end = read the TIFF, normalise, resample to the model's pixel size,
+network, column table (the per-pixel maps on the input grid are made only when written; figures and
+file writing excluded). Backends alternate within each round, the reference among them, so the ratios
+hold on a loaded machine. Prints a markdown table.
 
-    .venv/bin/python benchmarks/bench_segment.py [--model M.safetensors] [--threads 2]
+    .venv/bin/python benchmarks/bench_segment.py [--backend onnx --backend torch --backend int8] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,56 +22,62 @@ import numpy as np
 import tifffile
 import torch
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--backend", action="append", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    from bench_track import make_movie
+
     from hrtem3d.io import open_image
     from hrtem3d.model.unet import count_flops, count_parameters, plain_unet_reference
     from hrtem3d.segmentation.segmenter import Segmenter
 
-    rng = np.random.default_rng(0)
-    frame = rng.poisson(64, (1024, 1024)).astype(np.uint16)
-    path = Path(tempfile.mkdtemp()) / "frame.tif"
-    tifffile.imwrite(path, frame)
+    tmp = Path(tempfile.mkdtemp())
+    make_movie(tmp / "movie.npy", 1)
+    path = tmp / "frame.tif"
+    tifffile.imwrite(path, np.load(tmp / "movie.npy")[0])
 
     ref = plain_unet_reference().eval()
-    x = torch.from_numpy(frame.astype(np.float32))[None, None]
-    with torch.inference_mode():
-        t_ref = median_time(lambda: ref(x), a.repeats)
+    x = torch.from_numpy(tifffile.imread(path).astype(np.float32))[None, None]
+    backends = a.backend or ["torch", "onnx", "int8"]
+    segs = {b: Segmenter(a.model, contrast="bright", backend=b, threads=a.threads) for b in backends}
 
-    seg = Segmenter(a.model, contrast="bright")
-
-    def end_to_end():
+    def end_to_end(seg):
         src = open_image(path, pixel_size_A=0.08)
         img = next(src.frames())[1][0]
         return seg.segment(img, src.pixel_size_A)
 
-    t_seg = median_time(end_to_end, a.repeats)
-    work = 1024 * 0.08 / seg.pixel_size_A
-    n = int(round(work))
-    flops = count_flops(seg.model, (1, 1, n, n))
-    print(f"model: {a.model or 'shipped default'}; working pixel {seg.pixel_size_A} Å -> {n}² network input; "
-          f"{count_parameters(seg.model):,} parameters, {flops / 1e9:.2f} GFLOP per frame")
-    print(f"reference: {count_parameters(ref):,} parameters, {count_flops(ref, (1, 1, 1024, 1024)) / 1e9:.2f} GFLOP")
-    print("| step | seconds | ratio to reference forward | frames/s |")
-    print("| --- | --- | --- | --- |")
-    print(f"| reference plain U-Net forward, 1024² | {t_ref:.3f} | 1.00 | {1 / t_ref:.1f} |")
-    print(f"| hrtem3d segment end to end, 1024² at 0.08 Å | {t_seg:.3f} | {t_seg / t_ref:.2f} | {1 / t_seg:.1f} |")
+    jobs = {"reference": lambda: ref(x)} | {b: (lambda s=s: end_to_end(s)) for b, s in segs.items()}
+    n_cols = {b: len(end_to_end(s).columns) for b, s in segs.items()}  # warm-up (int8 calibrates here)
+    with torch.inference_mode():
+        ref(x)
+        times = {k: [] for k in jobs}
+        for _ in range(a.rounds):
+            for k, fn in jobs.items():
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+    t_ref = np.array(times["reference"])
+    seg = next(iter(segs.values()))
+    n = int(round(1024 * 0.08 / seg.pixel_size_A))
+    print(f"model: {a.model or 'shipped default'}; {n}² working frame; {count_parameters(seg.model):,} parameters, "
+          f"{count_flops(seg.model, (1, 1, n, n)) / 1e9:.2f} GFLOP; reference {count_parameters(ref):,} parameters, "
+          f"{count_flops(ref, (1, 1, 1024, 1024)) / 1e9:.2f} GFLOP; {a.rounds} rounds, {a.threads} threads")
+    print("| run | seconds (median) | ratio to reference forward (median of rounds) | frames/s | columns |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| reference plain U-Net forward, 1024² (baseline) | {np.median(t_ref):.3f} | 1.00 | "
+          f"{1 / np.median(t_ref):.1f} | |")
+    for b in backends:
+        t = np.array(times[b])
+        print(f"| segment end to end, backend {segs[b].backend} | {np.median(t):.3f} | {np.median(t / t_ref):.3f} | "
+              f"{1 / np.median(t):.1f} | {n_cols[b]} |")
 
 
 if __name__ == "__main__":

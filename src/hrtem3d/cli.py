@@ -27,7 +27,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 #: Library parameters (HrtemError.param) and the options that set them.
 _FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-size", "stack_rule": "--stack-rule",
           "chunk": "--chunk", "workers": "--workers", "backend": "--backend"}
-BACKEND_HELP = ("How the network runs: auto (ONNX Runtime on the CPU, PyTorch in half precision on CUDA), onnx, "
+BACKEND_HELP = ("How the network runs: auto (ONNX Runtime on the CPU, PyTorch on CUDA), onnx, "
                 "torch, or int8 (quantised, calibrated on the first image: faster, less accurate; see "
                 "docs/benchmarks.md).")
 

@@ -85,7 +85,7 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
         device: "cpu" or "cuda" (default: CUDA when present).
         tta: test-time augmentation, 1, 2, 4 or 8 flips/rotations averaged (that many times slower).
         threads: torch CPU threads (None: torch's default); compile: `torch.compile` the network.
-        backend: "auto" (ONNX Runtime on the CPU, PyTorch in half precision on CUDA), "onnx", "torch"
+        backend: "auto" (ONNX Runtime on the CPU, PyTorch on CUDA), "onnx", "torch"
             or "int8" (`hrtem3d.model.runtime`).
 
     Returns:

@@ -108,7 +108,7 @@ class Segmenter:
         compile: run the network through `torch.compile` (a compile of up to a minute on the
             first frame of each new size; the "torch" backend only).
         backend: how the network runs (`hrtem3d.model.runtime`): "auto" (ONNX Runtime on the CPU,
-            PyTorch in half precision on CUDA), "onnx", "torch", or "int8" (quantised, its scales
+            PyTorch on CUDA), "onnx", "torch", or "int8" (quantised, its scales
             calibrated on the first image segmented; opt-in, see docs/benchmarks.md).
         tta: test-time augmentation, the number of the square's symmetries (1, 2, 4 or 8) whose
             class probabilities are averaged; costs that many forward passes.
