@@ -116,3 +116,19 @@ def test_segment_cli_reports_pixel_size_source_and_warnings(tiny_model, tmp_path
     r = runner.invoke(app, ["segment", str(tif), "--out", str(tmp_path / "c"), "--pixel-size", "big",
                             "--model", str(tiny_model)])
     assert r.exit_code == 2 and "Traceback" not in r.output and "lattice" in r.output
+
+
+def test_lattice_pixel_size_on_an_uncalibrated_npy(tiny_model, tmp_path):
+    from hrtem3d.cli import app
+
+    npy = tmp_path / "raw.npy"  # a .npy has no calibration: only --pixel-size lattice or a number opens it
+    np.save(npy, (1000 + 100 * lattice_image((192, 192), 0.09, rng=np.random.default_rng(13))).astype(np.float32))
+    runner = CliRunner()
+    r = runner.invoke(app, ["segment", str(npy), "--out", str(tmp_path / "a"), "--pixel-size", "lattice",
+                            "--model", str(tiny_model), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    t = json.loads((tmp_path / "a" / "raw" / "trust.json").read_text())
+    assert t["pixel_size_source"] == "lattice" and t["pixel_size_A"] == pytest.approx(0.09, rel=0.01)
+    assert t["file_pixel_size_A"] is None
+    r = runner.invoke(app, ["segment", str(npy), "--out", str(tmp_path / "b"), "--model", str(tiny_model)])
+    assert r.exit_code == 2 and "--pixel-size" in r.output and len(r.output.strip().splitlines()) == 1
