@@ -163,6 +163,43 @@ def power_spectrum(image: np.ndarray, tile: int = TILE) -> np.ndarray:
     return np.fft.fftshift(total / (len(starts_y) * len(starts_x)))
 
 
+@dataclass(frozen=True)
+class Spectrum:
+    """An image's power spectrum as the lattice search reads it (fftshift layout, `[ky, kx]`).
+
+    Computed once per image by `image_spectrum` and shared by every lattice fitted to it
+    (`measure_lattice`, `check_pixel_size`, the rival patterns of `envelope_check`).
+
+    Attributes:
+        q: power over its azimuthal median at the same |f| (spots stand out of the CTF rings).
+        logp: log of the power (for sub-pixel spot positions).
+    """
+
+    q: np.ndarray
+    logp: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.q.shape
+
+
+def image_spectrum(image: np.ndarray) -> Spectrum:
+    """The `Spectrum` of `image` `[y, x]` (at least 32 x 32 pixels), to share among lattice fits.
+
+    Example:
+        >>> import numpy as np
+        >>> img = lattice_image((128, 160), 0.1, rng=np.random.default_rng(0))
+        >>> spec = image_spectrum(img)
+        >>> spec.shape, measure_lattice(img, spectrum=spec) == measure_lattice(img)
+        ((128, 160), True)
+    """
+    image = np.asarray(image, np.float64)
+    if image.ndim != 2 or min(image.shape) < 32:
+        raise HrtemError(f"the lattice needs a 2D image of at least 32 x 32 pixels, got shape {image.shape}")
+    p = power_spectrum(image)
+    return Spectrum(_ratio_map(p), np.log(np.maximum(p, 1e-30)))
+
+
 def _ratio_map(power: np.ndarray) -> np.ndarray:
     """Power over its azimuthal median at the same |f| (cycles/px), so spots stand above CTF rings."""
     ny, nx = power.shape
@@ -306,12 +343,14 @@ def _fit(spots: list, refl: list, start: tuple[float, float, float]) -> tuple[np
 
 
 def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search: float | None = None,
-                    material: Material = CERIA, zone: tuple[int, int, int] | None = None) -> LatticeFit:
+                    material: Material = CERIA, zone: tuple[int, int, int] | None = None, *,
+                    spectrum: Spectrum | None = None) -> LatticeFit:
     """Measure the pixel size (Å, x and y) from the lattice of `material` in `zone` seen in `image` `[y, x]`.
 
     With `pixel_size_A` (Å) only pixel sizes within +- `search` (relative, default 0.3) of it are
     considered; without it, 0.02 to 1 Å. Returns a `LatticeFit` (`found` False when no consistent
     set of at least three reflections spanning two directions, one of them the strongest family, is seen).
+    `spectrum` is the image's `image_spectrum` when already computed (then `image` is not read again).
 
     Example:
         >>> import numpy as np
@@ -320,18 +359,14 @@ def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search
         >>> round(f.pixel_size_x_A, 3), round(f.pixel_size_y_A, 3)
         (0.1, 0.104)
     """
-    image = np.asarray(image, np.float64)
-    if image.ndim != 2 or min(image.shape) < 32:
-        raise HrtemError(f"the lattice needs a 2D image of at least 32 x 32 pixels, got shape {image.shape}")
+    spec = spectrum or image_spectrum(image)
+    q, logp = spec.q, spec.logp
     if pixel_size_A is not None:
         f = search if search is not None else CHECK_RANGE
         scale_range = (pixel_size_A * (1 - f), pixel_size_A * (1 + f))
     else:
         scale_range = SEARCH_A
     refl = zone_reflections(material, zone, d_min_A=D_MIN_A)
-    p = power_spectrum(image)
-    q = _ratio_map(p)
-    logp = np.log(np.maximum(p, 1e-30))
     if pixel_size_A is not None:
         windows = [scale_range]
     else:  # overlapping windows, so that each one's peaks are those of its own frequency band
@@ -465,8 +500,10 @@ class LatticeCheck:
 
 
 def check_pixel_size(image: np.ndarray, pixel_size_A: float, tolerance: float = TOLERANCE,
-                     material: Material = CERIA) -> LatticeCheck:
+                     material: Material = CERIA, *, spectrum: Spectrum | None = None) -> LatticeCheck:
     """Compare `pixel_size_A` (Å) with the pixel size measured from the lattice of `image` `[y, x]`.
+
+    `spectrum`: the image's `image_spectrum` when already computed.
 
     Example:
         >>> import numpy as np
@@ -474,7 +511,7 @@ def check_pixel_size(image: np.ndarray, pixel_size_A: float, tolerance: float = 
         >>> check_pixel_size(img, 0.11).disagrees, check_pixel_size(img, 0.1).disagrees
         (True, False)
     """
-    fit = measure_lattice(image, pixel_size_A, material=material)
+    fit = measure_lattice(image, pixel_size_A, material=material, spectrum=spectrum)
     if not fit.confident:
         return LatticeCheck(pixel_size_A, fit, message=f"no {material.name} lattice found near "
                                                           f"{pixel_size_A:.4g} Å/px: the pixel size is unchecked")
