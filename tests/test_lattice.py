@@ -148,14 +148,14 @@ RECORDED = {
 
 @pytest.mark.parametrize("case", list(RECORDED))
 def test_envelope_check_shares_one_spectrum_with_unchanged_verdicts(case, monkeypatch):
-    from hrtem3d.segmentation import envelope_check, lattice
+    from hrtem3d.segmentation import envelope_check, spectrum
 
     kw, px, reasons, own, fit_px, rivals = RECORDED[case]
     kw = dict(kw)
     img = lattice_image(kw.pop("shape"), 0.1, rng=np.random.default_rng(kw.pop("seed")), **kw)
     ffts, scores = [], []
-    spectrum, measure = lattice.power_spectrum, envelope_check.measure_lattice
-    monkeypatch.setattr(lattice, "power_spectrum", lambda *a, **k: ffts.append(1) or spectrum(*a, **k))
+    fft, measure = spectrum.power_spectrum, envelope_check.measure_lattice
+    monkeypatch.setattr(spectrum, "power_spectrum", lambda *a, **k: ffts.append(1) or fft(*a, **k))
     monkeypatch.setattr(envelope_check, "measure_lattice",
                         lambda *a, **k: scores.append(measure(*a, **k).score) or measure(*a, **k))
     env = check_envelope(img, px)
@@ -168,11 +168,11 @@ def test_envelope_check_shares_one_spectrum_with_unchanged_verdicts(case, monkey
 
 def test_assess_frame_computes_one_spectrum(monkeypatch):
     from hrtem3d.jobs.trust import assess_frame
-    from hrtem3d.segmentation import lattice
+    from hrtem3d.segmentation import spectrum
 
     ffts = []
-    spectrum = lattice.power_spectrum
-    monkeypatch.setattr(lattice, "power_spectrum", lambda *a, **k: ffts.append(1) or spectrum(*a, **k))
+    fft = spectrum.power_spectrum
+    monkeypatch.setattr(spectrum, "power_spectrum", lambda *a, **k: ffts.append(1) or fft(*a, **k))
     img = lattice_image((192, 192), 0.1, rng=np.random.default_rng(14))
     t = assess_frame(img, None, source="lattice")  # the free fit, the check at its pixel size and the rivals
     assert len(ffts) == 1 and t.pixel_size_A == pytest.approx(0.1, rel=0.01) and t.in_envelope

@@ -21,7 +21,8 @@ import numpy as np
 
 from hrtem3d.errors import HrtemError
 from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP, EnvelopeCheck, cap_confidence, check_envelope
-from hrtem3d.segmentation.lattice import LatticeCheck, LatticeFit, check_pixel_size, image_spectrum, measure_lattice
+from hrtem3d.segmentation.lattice import LatticeCheck, LatticeFit, check_pixel_size, measure_lattice
+from hrtem3d.segmentation.spectrum import image_spectrum
 
 LATTICE = "lattice"
 

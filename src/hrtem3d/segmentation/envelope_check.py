@@ -25,14 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from hrtem3d.segmentation.lattice import (
-    TOLERANCE,
-    LatticeCheck,
-    Spectrum,
-    check_pixel_size,
-    image_spectrum,
-    measure_lattice,
-)
+from hrtem3d.segmentation.lattice import TOLERANCE, LatticeCheck, check_pixel_size, measure_lattice
+from hrtem3d.segmentation.spectrum import Spectrum, image_spectrum
 from hrtem3d.structure.material import CERIA, GOLD, Material
 
 PIXEL_LIMIT = 0.08      # a lattice this far (relative) from the stated pixel size is outside training
