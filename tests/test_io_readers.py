@@ -320,6 +320,32 @@ def test_frames_read_before_a_corrupted_frame(tmp_path: Path) -> None:
         src.read_all()
 
 
+def test_uncalibrated_files_open_without_a_pixel_size_when_asked(tmp_path: Path) -> None:
+    # a plain .npy and a TIFF without resolution tags carry no calibration
+    npy, tif, cal = tmp_path / "movie.npy", tmp_path / "plain.tif", tmp_path / "cal.tif"
+    np.save(npy, _movie(3))
+    tifffile.imwrite(tif, _movie(3), photometric="minisblack")
+    tifffile.imwrite(cal, _movie(3), imagej=True, resolution=(5.0, 5.0), metadata={"unit": "nm", "axes": "TYX"})
+    for path in (npy, tif):
+        with pytest.raises(HrtemError, match="pixel") as info:  # the default still asks for one
+            open_image(path)
+        assert "\n" not in str(info.value)
+        src = open_image(path, require_pixel_size=False)
+        assert src.pixel_size_A is None and src.pixel_size_from_file_A is None
+        assert src.shape == (3, 32, 40)
+        np.testing.assert_array_equal(src.read_all(), _movie(3).astype(np.float32))
+    src = open_image(cal, require_pixel_size=False)  # a calibrated file keeps its calibration
+    assert src.pixel_size_A == pytest.approx(2.0) and src.pixel_size_from_file_A == pytest.approx(2.0)
+    absurd = tmp_path / "absurd.tif"  # 1 mm per pixel: unusable, so None, but the file's value is kept
+    tifffile.imwrite(absurd, _movie(1)[0], imagej=True, resolution=(1.0, 1.0), metadata={"unit": "mm"})
+    with pytest.raises(HrtemError, match="outside"):
+        open_image(absurd)
+    src = open_image(absurd, require_pixel_size=False)
+    assert src.pixel_size_A is None and src.pixel_size_from_file_A == pytest.approx(1e7)
+    with pytest.raises(HrtemError, match="does not exist"):  # other problems are still errors
+        open_image(tmp_path / "missing.npy", require_pixel_size=False)
+
+
 def test_npy_stack_and_image(tmp_path: Path) -> None:
     movie = _movie(7, 16, 24, np.int16)
     path = tmp_path / "movie.npy"

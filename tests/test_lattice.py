@@ -116,3 +116,63 @@ def test_segment_cli_reports_pixel_size_source_and_warnings(tiny_model, tmp_path
     r = runner.invoke(app, ["segment", str(tif), "--out", str(tmp_path / "c"), "--pixel-size", "big",
                             "--model", str(tiny_model)])
     assert r.exit_code == 2 and "Traceback" not in r.output and "lattice" in r.output
+
+
+def test_lattice_pixel_size_on_an_uncalibrated_npy(tiny_model, tmp_path):
+    from hrtem3d.cli import app
+
+    npy = tmp_path / "raw.npy"  # a .npy has no calibration: only --pixel-size lattice or a number opens it
+    np.save(npy, (1000 + 100 * lattice_image((192, 192), 0.09, rng=np.random.default_rng(13))).astype(np.float32))
+    runner = CliRunner()
+    r = runner.invoke(app, ["segment", str(npy), "--out", str(tmp_path / "a"), "--pixel-size", "lattice",
+                            "--model", str(tiny_model), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    t = json.loads((tmp_path / "a" / "raw" / "trust.json").read_text())
+    assert t["pixel_size_source"] == "lattice" and t["pixel_size_A"] == pytest.approx(0.09, rel=0.01)
+    assert t["file_pixel_size_A"] is None
+    r = runner.invoke(app, ["segment", str(npy), "--out", str(tmp_path / "b"), "--model", str(tiny_model)])
+    assert r.exit_code == 2 and "--pixel-size" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# check_envelope's verdicts and scores, recorded with the code that computed one power spectrum per pattern
+# fitted (before the spectrum was shared): own = the CeO2 [110] fit's score, rivals = CeO2 [100], [111], Au [110]
+RECORDED = {
+    "ceo2_110_px12": (dict(shape=(256, 256), seed=22), 0.112, ["the lattice says the pixel size is +12% off"],
+                      16.27315, 0.099889, [0.0, 0.0, 0.0]),
+    "ceo2_100": (dict(shape=(256, 256), seed=23, zone=(1, 0, 0)), 0.1,
+                 ["the lattice looks like CeO2 [100], not CeO2 [110]"], 0.0, None, [9.515433, 0.0, 0.0]),
+    "gold_110": (dict(shape=(256, 256), seed=24, material=GOLD), 0.1,
+                 ["the lattice looks like Au [110], not CeO2 [110]"], 6.77315, 0.132573, [0.0, 0.0, 7.619269]),
+}
+
+
+@pytest.mark.parametrize("case", list(RECORDED))
+def test_envelope_check_shares_one_spectrum_with_unchanged_verdicts(case, monkeypatch):
+    from hrtem3d.segmentation import envelope_check, spectrum
+
+    kw, px, reasons, own, fit_px, rivals = RECORDED[case]
+    kw = dict(kw)
+    img = lattice_image(kw.pop("shape"), 0.1, rng=np.random.default_rng(kw.pop("seed")), **kw)
+    ffts, scores = [], []
+    fft, measure = spectrum.power_spectrum, envelope_check.measure_lattice
+    monkeypatch.setattr(spectrum, "power_spectrum", lambda *a, **k: ffts.append(1) or fft(*a, **k))
+    monkeypatch.setattr(envelope_check, "measure_lattice",
+                        lambda *a, **k: scores.append(measure(*a, **k).score) or measure(*a, **k))
+    env = check_envelope(img, px)
+    assert len(ffts) == 1  # one spectrum for the CeO2 [110] fit and the three rivals (it was four)
+    assert env.reasons == reasons and env.in_envelope is (not reasons)
+    assert env.lattice.fit.score == pytest.approx(own, abs=1e-5)
+    assert (env.lattice.fit.pixel_size_A if env.lattice.fit.found else None) == pytest.approx(fit_px, abs=1e-6)
+    assert scores == pytest.approx(rivals, abs=1e-5)
+
+
+def test_assess_frame_computes_one_spectrum(monkeypatch):
+    from hrtem3d.jobs.trust import assess_frame
+    from hrtem3d.segmentation import spectrum
+
+    ffts = []
+    fft = spectrum.power_spectrum
+    monkeypatch.setattr(spectrum, "power_spectrum", lambda *a, **k: ffts.append(1) or fft(*a, **k))
+    img = lattice_image((192, 192), 0.1, rng=np.random.default_rng(14))
+    t = assess_frame(img, None, source="lattice")  # the free fit, the check at its pixel size and the rivals
+    assert len(ffts) == 1 and t.pixel_size_A == pytest.approx(0.1, rel=0.01) and t.in_envelope

@@ -77,7 +77,8 @@ class ImageSource:
     Attributes:
         path: the file given to :func:`open_image`.
         shape: ``(n_frames, ny, nx)``; a single image has ``n_frames == 1``.
-        pixel_size_A: pixel size in Å per pixel (x axis when pixels are not square).
+        pixel_size_A: pixel size in Å per pixel (x axis when pixels are not square); ``None`` only when
+            opened with ``require_pixel_size=False`` and the file has no usable calibration.
         frame_interval_s: time between frames in s, or ``None`` when the file does not say.
         dtype: data type of the pixels in the file (frames are always returned as float32).
         description: format and the signal chosen, e.g.
@@ -88,7 +89,7 @@ class ImageSource:
 
     path: Path
     shape: tuple[int, ...]
-    pixel_size_A: float
+    pixel_size_A: float | None
     frame_interval_s: float | None
     dtype: np.dtype
     description: str
@@ -725,6 +726,7 @@ def open_image(
     max_size: int = MAX_SIZE,
     max_frame_pixels: int = MAX_FRAME_PIXELS,
     pixel_size_range_A: tuple[float, float] = PIXEL_SIZE_RANGE_A,
+    require_pixel_size: bool = True,
 ) -> ImageSource:
     """Open a microscope image or image stack for lazy reading.
 
@@ -737,6 +739,10 @@ def open_image(
         max_frame_pixels: largest accepted number of pixels in one frame (default 2**31).
         pixel_size_range_A: accepted pixel sizes in Å (default 0.001..100), for the file's calibration
             and for ``pixel_size_A``.
+        require_pixel_size: with False, a file without a usable calibration (none, or outside
+            ``pixel_size_range_A``) opens all the same, with ``pixel_size_A`` None: for a caller that
+            measures the pixel size itself (e.g. from the lattice). ``pixel_size_from_file_A`` still
+            holds the file's own calibration when it has one.
 
     Returns:
         an :class:`ImageSource` whose ``shape`` is ``(n_frames, ny, nx)``.
@@ -745,6 +751,14 @@ def open_image(
         HrtemError: missing file, unknown extension, corrupted or truncated file, spectra, diffraction
             patterns, complex data, 4D data, absurd sizes, missing/absurd calibration, NaN/Inf in a
             single image. A file with several signals yields its first real-space image or stack.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> p = os.path.join(tempfile.mkdtemp(), "frame.npy")
+        >>> np.save(p, np.zeros((16, 16), np.float32))  # a .npy carries no calibration
+        >>> open_image(p, 0.1).pixel_size_A, open_image(p, require_pixel_size=False).pixel_size_A
+        (0.1, None)
     """
     path = Path(path)
     if pixel_size_A is not None:
@@ -801,7 +815,12 @@ def open_image(
     calibration = _calibrate(axes[-2], axes[-1])
     file_px = calibration.pixel_size_A
     lo, hi = pixel_size_range_A
-    if pixel_size_A is None:
+    pixel: float | None
+    if pixel_size_A is None and not require_pixel_size:
+        pixel = file_px if file_px is not None and lo <= file_px <= hi else None
+        if pixel is not None and calibration.warning:
+            warnings.warn(f"{path.name}: {calibration.warning}", stacklevel=2)
+    elif pixel_size_A is None:
         if file_px is None:
             raise HrtemError(f"{path.name} {calibration.problem}: {_OVERRIDE_HINT}")
         if not (lo <= file_px <= hi):
@@ -832,7 +851,7 @@ def open_image(
     source = ImageSource(
         path=path,
         shape=shape3,
-        pixel_size_A=float(pixel),
+        pixel_size_A=None if pixel is None else float(pixel),
         frame_interval_s=interval,
         dtype=np.dtype(sig.data.dtype),
         description=description,

@@ -22,6 +22,7 @@ import numpy as np
 from hrtem3d.errors import HrtemError
 from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP, EnvelopeCheck, cap_confidence, check_envelope
 from hrtem3d.segmentation.lattice import LatticeCheck, LatticeFit, check_pixel_size, measure_lattice
+from hrtem3d.segmentation.spectrum import image_spectrum
 
 LATTICE = "lattice"
 
@@ -83,9 +84,10 @@ def assess_frame(frame: np.ndarray, pixel_size_A: float | None, source: str, nam
                  file_pixel_size_A: float | None = None) -> Trust:
     """Decide the pixel size (Å) and check `frame` `[y, x]`; `source` "lattice" measures it, else checks it."""
     frame = np.asarray(frame, np.float32)
+    spec = image_spectrum(frame)  # one power spectrum for every lattice fitted below
     warnings: list[str] = []
     if source == LATTICE:
-        fit = measure_lattice(frame)
+        fit = measure_lattice(frame, spectrum=spec)
         if not fit.confident:
             raise HrtemError(f"{name}: no CeO2 [110] lattice clear enough to measure the pixel size "
                              f"({fit.n_reflections} spots); pass --pixel-size in Å")
@@ -93,14 +95,14 @@ def assess_frame(frame: np.ndarray, pixel_size_A: float | None, source: str, nam
         if abs(fit.pixel_size_x_A / fit.pixel_size_y_A - 1) > 0.02:
             warnings.append(f"{name}: pixels look non-square ({fit.pixel_size_x_A:.4g} Å along x, "
                             f"{fit.pixel_size_y_A:.4g} Å along y); their mean {px:.4g} Å is used")
-        lat = check_pixel_size(frame, px)
-        env = check_envelope(frame, px, lattice=lat)
+        lat = check_pixel_size(frame, px, spectrum=spec)
+        env = check_envelope(frame, px, lattice=lat, spectrum=spec)
         t = Trust(float(px), LATTICE, file_pixel_size_A, None, fit, env, warnings)
     else:
-        lat = check_pixel_size(frame, pixel_size_A)
+        lat = check_pixel_size(frame, pixel_size_A, spectrum=spec)
         if lat.disagrees:
             warnings.append(f"{name}: {lat.message}")
-        env = check_envelope(frame, pixel_size_A, lattice=lat)
+        env = check_envelope(frame, pixel_size_A, lattice=lat, spectrum=spec)
         t = Trust(float(pixel_size_A), source, file_pixel_size_A, lat, None, env, warnings)
     if not env.in_envelope:
         t.warnings.append(f"{name}: {env.warning}")

@@ -42,7 +42,8 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
         raise HrtemError(f"unknown stacking rule {stack_rule!r}; use one of {', '.join(RULES)}")
     pixel_size_A = parse_pixel_size(pixel_size_A)
     lattice = pixel_size_A == LATTICE
-    src = _open_for_lattice(path) if lattice else open_image(path, pixel_size_A=pixel_size_A)
+    # with "lattice" the pixel size is measured, so a file without a calibration opens all the same
+    src = open_image(path, require_pixel_size=False) if lattice else open_image(path, pixel_size_A=pixel_size_A)
     source = LATTICE if lattice else ("given" if pixel_size_A is not None else "file")
     segmenter.set_contrast(segmenter.contrast)  # "auto" decides afresh for each input, on its first frame
     trust = None
@@ -88,16 +89,6 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
         result["model_files"] = [str(f) for f in write_model(models, dest / "model")]
         result["model_atoms"] = len(models[0])
     return result
-
-
-def _open_for_lattice(path: Path):
-    """Open a file whose pixel size will come from the lattice (uncalibrated files too)."""
-    try:
-        return open_image(path)
-    except HrtemError as e:
-        if "pixel" not in str(e).lower() and "calibrat" not in str(e).lower():
-            raise
-        return open_image(path, pixel_size_A=1.0)  # a placeholder: the lattice decides
 
 
 def evaluate_to_folder(model_path: str | Path | None, test_path: str | Path, out_dir: str | Path, *,

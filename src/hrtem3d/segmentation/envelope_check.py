@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hrtem3d.segmentation.lattice import TOLERANCE, LatticeCheck, check_pixel_size, measure_lattice
+from hrtem3d.segmentation.spectrum import Spectrum, image_spectrum
 from hrtem3d.structure.material import CERIA, GOLD, Material
 
 PIXEL_LIMIT = 0.08      # a lattice this far (relative) from the stated pixel size is outside training
@@ -66,8 +67,11 @@ class EnvelopeCheck:
 
 
 def check_envelope(image: np.ndarray, pixel_size_A: float, material: Material = CERIA,
-                   lattice: LatticeCheck | None = None) -> EnvelopeCheck:
+                   lattice: LatticeCheck | None = None, *, spectrum: Spectrum | None = None) -> EnvelopeCheck:
     """Check `image` `[y, x]` at `pixel_size_A` (Å) against the envelope; `lattice` reuses a check already made.
+
+    The image's power spectrum is computed once (or `spectrum`, the image's `image_spectrum`, is used) and
+    shared by the CeO2 [110] fit and every rival pattern.
 
     Example:
         >>> import numpy as np
@@ -75,14 +79,15 @@ def check_envelope(image: np.ndarray, pixel_size_A: float, material: Material = 
         >>> check_envelope(rng.normal(size=(256, 256)), 0.1).reasons
         ['no CeO2 [110] lattice near 0.1 Å/px']
     """
-    lat = lattice or check_pixel_size(image, pixel_size_A, material=material)
+    spec = spectrum or image_spectrum(image)
+    lat = lattice or check_pixel_size(image, pixel_size_A, material=material, spectrum=spec)
     zone = _zone(material.zone_axis)
     reasons = []
     own = 0.0
     if lat.fit.found:  # a CeO2 fit far from the stated pixel size loses a tie to a rival that is near it
         near = abs(pixel_size_A / lat.fit.pixel_size_A - 1) <= PIXEL_LIMIT
         own = lat.fit.score - (0.0 if near else 0.5)
-    rival = _best_rival(image, pixel_size_A, own, strict=lat.fit.confident)
+    rival = _best_rival(image, spec, pixel_size_A, own, strict=lat.fit.confident)
     if rival:
         reasons.append(f"the lattice looks like {rival}, not {material.name} {zone}")
     else:
@@ -100,12 +105,12 @@ def _zone(z) -> str:
     return "[" + "".join(str(v) for v in z) + "]"
 
 
-def _best_rival(image: np.ndarray, pixel_size_A: float, own: float, strict: bool = True) -> str:
+def _best_rival(image: np.ndarray, spec: Spectrum, pixel_size_A: float, own: float, strict: bool = True) -> str:
     """Name of the alternative pattern found near `pixel_size_A` whose `LatticeFit.score` beats `own`, or "".
     With `strict` (the CeO2 fit itself is clear) the rival must be clear too (`LatticeFit.confident`)."""
     best, name = own, ""
     for mat, zone in ALTERNATIVES:
-        fit = measure_lattice(image, pixel_size_A, material=mat, zone=zone, search=PIXEL_LIMIT)
+        fit = measure_lattice(image, pixel_size_A, material=mat, zone=zone, search=PIXEL_LIMIT, spectrum=spec)
         if (fit.confident or (fit.found and not strict)) and fit.score > best:
             best, name = fit.score, f"{mat.name} {_zone(zone)}"
     return name

@@ -7,11 +7,11 @@ positions in cycles per pixel are the spacings times the pixel size, so the latt
 pixel size along x and y (non-square pixels after drift correction show as two values) and
 `check_pixel_size` says whether a file's calibration disagrees with it.
 
-Method: a Hann-windowed power spectrum (averaged over tiles for large images), divided by its
-azimuthal median (so spots stand out of the CTF rings); the strongest local maxima are paired and
-each pair that fits two model reflections (length ratio, angle) proposes a pixel size and a
-rotation; each proposal is scored on every model spot, the best is refined to sub-pixel spot
-positions (parabola on the log power) and fitted by least squares for (pixel x, pixel y, rotation).
+Method: on the image's power spectrum over its azimuthal median (`segmentation.spectrum`, so spots
+stand out of the CTF rings), the strongest local maxima are paired and each pair that fits two model
+reflections (length ratio, angle) proposes a pixel size and a rotation; each proposal is scored on
+every model spot, the best is refined to sub-pixel spot positions (parabola on the log power) and
+fitted by least squares for (pixel x, pixel y, rotation).
 
 Example:
     >>> import numpy as np
@@ -30,22 +30,18 @@ from itertools import product
 import numpy as np
 from scipy import ndimage
 
-from hrtem3d.errors import HrtemError
+from hrtem3d.segmentation.spectrum import DETECT_Q, Spectrum, find_peaks, image_spectrum, refine_spot
 from hrtem3d.structure.material import CERIA, Material
 
 SEARCH_A = (0.02, 1.0)       # pixel sizes --pixel-size lattice searches (Å)
 CHECK_RANGE = 0.3            # check_pixel_size searches the stated pixel size +- 30 %
 TOLERANCE = 0.02             # a calibration off by more than this is reported
-DETECT_Q = 8.0               # peaks that propose lattices stand this many times above the azimuthal median
-SPOT_Q = 5.0                 # a predicted spot counts as detected above this
-MAX_PEAKS = 40
 MIN_SPOTS = 4                # a lattice is found with at least this many spots (a Friedel pair once) ...
 OUTLIER = 0.025              # ... each within 2.5 % of |g| of the fitted lattice (worse ones are dropped) ...
 MAX_RESIDUAL = 0.015         # ... and an r.m.s. misfit below 1.5 %
 MIN_EXCESS = 3               # a found lattice lights up this many more spots than noise would ...
 MAX_ANISOTROPY = 0.08        # pixels more unequal than this are a mis-indexed lattice, not a camera
 CONFIDENT_EXCESS = 5         # ... and this many to warn about a calibration or to replace it
-TILE = 1024
 D_MIN_A = 0.9                # reflections down to this spacing are predicted and fitted (Å)
 PAIR_D_MIN_A = 0.9           # pairs of these propose pixel sizes
 RANK_D_MIN_A = 1.2           # proposals are ranked by the peaks these explain (denser sets hit noise)
@@ -143,73 +139,6 @@ class LatticeFit:
         return asdict(self)
 
 
-def power_spectrum(image: np.ndarray, tile: int = TILE) -> np.ndarray:
-    """Hann-windowed power spectrum `[ky, kx]`, zero frequency at `(ny // 2, nx // 2)` (fftshift layout).
-
-    Images larger than `tile` pixels are cut into half-overlapping square tiles whose spectra are averaged.
-    """
-    img = np.asarray(image, np.float64)
-    ny, nx = img.shape
-    ty, tx = min(ny, tile), min(nx, tile)
-    wy, wx = np.hanning(ty), np.hanning(tx)
-    win = wy[:, None] * wx[None, :]
-    total = np.zeros((ty, tx))
-    starts_y = sorted({*range(0, ny - ty + 1, max(1, ty // 2)), ny - ty})
-    starts_x = sorted({*range(0, nx - tx + 1, max(1, tx // 2)), nx - tx})
-    for y0, x0 in product(starts_y, starts_x):
-        t = img[y0:y0 + ty, x0:x0 + tx]
-        t = (t - t.mean()) * win
-        total += np.abs(np.fft.fft2(t)) ** 2
-    return np.fft.fftshift(total / (len(starts_y) * len(starts_x)))
-
-
-def _ratio_map(power: np.ndarray) -> np.ndarray:
-    """Power over its azimuthal median at the same |f| (cycles/px), so spots stand above CTF rings."""
-    ny, nx = power.shape
-    fy = (np.arange(ny) - ny // 2) / ny
-    fx = (np.arange(nx) - nx // 2) / nx
-    r = np.hypot(fy[:, None], fx[None, :])
-    step = 1.0 / min(ny, nx)
-    b = np.minimum((r / step).astype(int), int(0.75 / step))
-    med = np.zeros(b.max() + 1)
-    order = np.argsort(b, axis=None)
-    bs, ps = b.ravel()[order], power.ravel()[order]
-    edges = np.searchsorted(bs, np.arange(b.max() + 2))
-    for k in range(b.max() + 1):
-        if edges[k + 1] > edges[k]:
-            med[k] = np.median(ps[edges[k]:edges[k + 1]])
-    med = np.maximum(ndimage.uniform_filter1d(med, 3), 1e-30)
-    q = power / med[b]
-    q[r < 3 * step] = 0  # the image's own envelope and the window's leak
-    return q
-
-
-def _peaks(q: np.ndarray, logp: np.ndarray, band: tuple[float, float] = (0.0, 1.0), n: int = MAX_PEAKS) -> np.ndarray:
-    """Strongest local maxima in one half plane with |f| in `band` (cycles/px), as sub-pixel (fx, fy),
-    strongest first."""
-    ny, nx = q.shape
-    fr = np.hypot(((np.arange(ny) - ny // 2) / ny)[:, None], ((np.arange(nx) - nx // 2) / nx)[None, :])
-    m = (q == ndimage.maximum_filter(q, 5)) & (q > DETECT_Q) & (fr >= band[0]) & (fr <= band[1])
-    m[:1], m[-1:], m[:, :1], m[:, -1:] = False, False, False, False
-    iy, ix = np.nonzero(m)
-    keep = (iy > ny // 2) | ((iy == ny // 2) & (ix > nx // 2))
-    iy, ix = iy[keep], ix[keep]
-    order = np.argsort(-q[iy, ix])[:n]
-    iy, ix = iy[order], ix[order]
-    dy = _vertex(logp[iy - 1, ix], logp[iy, ix], logp[iy + 1, ix])
-    dx = _vertex(logp[iy, ix - 1], logp[iy, ix], logp[iy, ix + 1])
-    return np.stack([(ix + dx - nx // 2) / nx, (iy + dy - ny // 2) / ny], 1)
-
-
-def _vertex(lm, l0, lp):
-    """Offset of a parabola's vertex through three equally spaced samples (clipped to +-0.5)."""
-    lm, l0, lp = np.asarray(lm, float), np.asarray(l0, float), np.asarray(lp, float)
-    d = lm - 2 * l0 + lp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.where(d < 0, 0.5 * (lm - lp) / d, 0.0)
-    return np.clip(np.nan_to_num(v), -0.5, 0.5)
-
-
 def _rotate(gx: np.ndarray, gy: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray]:
     c, s = np.cos(theta), np.sin(theta)
     return c * gx - s * gy, s * gx + c * gy
@@ -263,26 +192,6 @@ def _explained(peaks: np.ndarray, refl: tuple, cands: np.ndarray, shape: tuple[i
     return out
 
 
-def _refine_spot(q: np.ndarray, logp: np.ndarray, fx: float, fy: float) -> tuple[float, float, float] | None:
-    """Sub-pixel position (cycles/px) and strength of the spot nearest the prediction, or None."""
-    ny, nx = q.shape
-    cy, cx = fy * ny + ny // 2, fx * nx + nx // 2
-    w = max(2, int(np.ceil(0.04 * np.hypot(fy * ny, fx * nx))))
-    y0, y1 = int(round(cy)) - w, int(round(cy)) + w + 1
-    x0, x1 = int(round(cx)) - w, int(round(cx)) + w + 1
-    if y0 < 1 or x0 < 1 or y1 > ny - 1 or x1 > nx - 1:
-        return None
-    win = q[y0:y1, x0:x1]
-    iy, ix = np.unravel_index(np.argmax(win), win.shape)
-    py, px = y0 + iy, x0 + ix
-    if q[py, px] < SPOT_Q:
-        return None
-
-    dy = float(_vertex(logp[py - 1, px], logp[py, px], logp[py + 1, px]))
-    dx = float(_vertex(logp[py, px - 1], logp[py, px], logp[py, px + 1]))
-    return (px + dx - nx // 2) / nx, (py + dy - ny // 2) / ny, float(q[py, px])
-
-
 def _fit(spots: list, refl: list, start: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Least squares for (pixel x, pixel y, rotation): measured k = (fx / sx, fy / sy) against R(theta) g."""
     from scipy.optimize import least_squares
@@ -306,12 +215,14 @@ def _fit(spots: list, refl: list, start: tuple[float, float, float]) -> tuple[np
 
 
 def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search: float | None = None,
-                    material: Material = CERIA, zone: tuple[int, int, int] | None = None) -> LatticeFit:
+                    material: Material = CERIA, zone: tuple[int, int, int] | None = None, *,
+                    spectrum: Spectrum | None = None) -> LatticeFit:
     """Measure the pixel size (Å, x and y) from the lattice of `material` in `zone` seen in `image` `[y, x]`.
 
     With `pixel_size_A` (Å) only pixel sizes within +- `search` (relative, default 0.3) of it are
     considered; without it, 0.02 to 1 Å. Returns a `LatticeFit` (`found` False when no consistent
     set of at least three reflections spanning two directions, one of them the strongest family, is seen).
+    `spectrum` is the image's `image_spectrum` when already computed (then `image` is not read again).
 
     Example:
         >>> import numpy as np
@@ -320,18 +231,14 @@ def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search
         >>> round(f.pixel_size_x_A, 3), round(f.pixel_size_y_A, 3)
         (0.1, 0.104)
     """
-    image = np.asarray(image, np.float64)
-    if image.ndim != 2 or min(image.shape) < 32:
-        raise HrtemError(f"the lattice needs a 2D image of at least 32 x 32 pixels, got shape {image.shape}")
+    spec = spectrum or image_spectrum(image)
+    q, logp = spec.q, spec.logp
     if pixel_size_A is not None:
         f = search if search is not None else CHECK_RANGE
         scale_range = (pixel_size_A * (1 - f), pixel_size_A * (1 + f))
     else:
         scale_range = SEARCH_A
     refl = zone_reflections(material, zone, d_min_A=D_MIN_A)
-    p = power_spectrum(image)
-    q = _ratio_map(p)
-    logp = np.log(np.maximum(p, 1e-30))
     if pixel_size_A is not None:
         windows = [scale_range]
     else:  # overlapping windows, so that each one's peaks are those of its own frequency band
@@ -362,7 +269,7 @@ def _better(a: LatticeFit, b: LatticeFit) -> bool:
 def _search(q: np.ndarray, logp: np.ndarray, refl: tuple, scale_range: tuple[float, float]) -> LatticeFit | None:
     """The best lattice with a pixel size in `scale_range` (Å), or None."""
     d = [r.d_A for r in refl]
-    peaks = _peaks(q, logp, band=(0.9 * scale_range[0] / max(d), 1.1 * scale_range[1] / min(d)))
+    peaks = find_peaks(q, logp, band=(0.9 * scale_range[0] / max(d), 1.1 * scale_range[1] / min(d)))
     if len(peaks) < 2:
         return None
     cands = _candidates(peaks, refl, scale_range)
@@ -387,7 +294,7 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
         fx, fy = _predict((r,), s, s, theta)
         if max(abs(fx[0]), abs(fy[0])) >= 0.45:
             continue
-        hit = _refine_spot(q, logp, float(fx[0]), float(fy[0]))
+        hit = refine_spot(q, logp, float(fx[0]), float(fy[0]))
         if hit is not None:
             spots.append(hit)
             used.append(r)
@@ -465,8 +372,10 @@ class LatticeCheck:
 
 
 def check_pixel_size(image: np.ndarray, pixel_size_A: float, tolerance: float = TOLERANCE,
-                     material: Material = CERIA) -> LatticeCheck:
+                     material: Material = CERIA, *, spectrum: Spectrum | None = None) -> LatticeCheck:
     """Compare `pixel_size_A` (Å) with the pixel size measured from the lattice of `image` `[y, x]`.
+
+    `spectrum`: the image's `image_spectrum` when already computed.
 
     Example:
         >>> import numpy as np
@@ -474,7 +383,7 @@ def check_pixel_size(image: np.ndarray, pixel_size_A: float, tolerance: float = 
         >>> check_pixel_size(img, 0.11).disagrees, check_pixel_size(img, 0.1).disagrees
         (True, False)
     """
-    fit = measure_lattice(image, pixel_size_A, material=material)
+    fit = measure_lattice(image, pixel_size_A, material=material, spectrum=spectrum)
     if not fit.confident:
         return LatticeCheck(pixel_size_A, fit, message=f"no {material.name} lattice found near "
                                                           f"{pixel_size_A:.4g} Å/px: the pixel size is unchecked")
