@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module (under src/hrtem3d) -> pytest arguments that exercise it (cheap selections)
 TARGETS: dict[str, list[str]] = {
-    "segmentation/columns.py": ["tests/test_analyze.py", "-k", "subpixel or class_weights or background"],
+    "segmentation/columns.py": ["tests/test_analyze.py", "-k", "subpixel or class_weights or background or disc_offsets"],
     "segmentation/segmenter.py": ["tests/test_shipped_model.py", "-k", "not track"],
     "segmentation/confidence.py": ["tests/test_confidence.py", "tests/test_shipped_model.py", "-k", "calibration"],
     "data/resample.py": ["tests/test_analyze.py", "-k", "binning or resampling"],
@@ -42,7 +42,8 @@ TARGETS: dict[str, list[str]] = {
     "tracking/changepoint.py": ["tests/test_temporal.py"],
     "tracking/events.py": ["tests/test_events_matching.py", "tests/test_temporal.py"],
     "export/model3d.py": ["tests/test_model3d.py"],
-    "evaluate/calibrate.py": ["tests/test_analyze.py", "-k", "platt or noise_feature or analytic_optimum"],
+    "evaluate/calibrate.py": ["tests/test_analyze.py", "-k",
+                              "platt or noise_feature or analytic_optimum or calibration_pairs or calibrate_model"],
 }
 
 FLIP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,

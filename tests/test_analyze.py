@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 from typer.testing import CliRunner
 
 from hrtem3d.cli import app
@@ -62,6 +63,23 @@ def test_no_columns_in_background():
     probs = np.zeros((DEFAULT_SCHEME.n_classes, 32, 32), np.float32)
     probs[0] = 1
     assert len(find_columns(probs, DEFAULT_SCHEME, 0.16)) == 0
+
+
+def test_disc_offsets_are_the_lattice_points_of_the_disc():
+    """Integer points with dy^2 + dx^2 <= r^2 (Gauss's circle problem): 1, 5, 9, 13, 21, 29 for r = 0, 1,
+    1.5, 2, 2.5, 3; the boundary is inside (r = 1 holds the four neighbours, r = 2 the points two away)."""
+    from hrtem3d.segmentation.columns import disc_offsets
+
+    for r, n in ((0.0, 1), (1.0, 5), (1.5, 9), (2.0, 13), (2.1875, 13), (2.5, 21), (3.0, 29)):
+        dy, dx = disc_offsets(r)
+        assert len(dy) == len(dx) == n, r
+        assert (dy**2 + dx**2 <= r**2 + 1e-9).all()
+        assert len(set(zip(dy.tolist(), dx.tolist()))) == n  # no point twice
+    dy, dx = disc_offsets(1.0)
+    assert sorted(zip(dy.tolist(), dx.tolist())) == [(-1, 0), (0, -1), (0, 0), (0, 1), (1, 0)]
+    dy, dx = disc_offsets(2.0)
+    assert {(-2, 0), (2, 0), (0, -2), (0, 2)} <= set(zip(dy.tolist(), dx.tolist()))
+    assert (1, 2) not in set(zip(dy.tolist(), dx.tolist()))  # 1 + 4 = 5 > 4
 
 
 def test_binning_keeps_counts_and_maps_coordinates_back():
@@ -306,3 +324,204 @@ def test_detection_thresholds_fit_the_analytic_optimum(monkeypatch):
     monkeypatch.setattr(Seg, "segment", segment)
     t = calibrate.fit_detection_thresholds("model", "data")
     assert (t["Ce"], t["O"]) == (0.3, 0.6) and t["recall"] == pytest.approx(0.8) and t["precision"] == 0.8
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_platt_fit_recovers_the_parameters_of_a_known_logistic_map():
+    """Outcomes drawn from sigma(a logit(conf) + b + c f) with known (a, b, c): the fit finds them
+    (maximum likelihood on 20000 draws: standard errors about 0.02)."""
+    from hrtem3d.evaluate.calibrate import fit_platt
+
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.05, 0.995, 20000)
+    f = rng.normal(0.0, 1.0, 20000)
+    z = np.log(conf / (1 - conf))
+    correct = rng.random(20000) < _sigmoid(0.6 * z + 0.4 - 0.8 * f)
+    a, b, c = fit_platt(conf, correct, f)
+    assert (a, b, c) == pytest.approx((0.6, 0.4, -0.8), abs=0.08)
+    correct = rng.random(20000) < _sigmoid(1.5 * z - 0.7)  # no feature: plain Platt scaling
+    a, b, c = fit_platt(conf, correct)
+    assert (a, b) == pytest.approx((1.5, -0.7), abs=0.08) and c == 0.0
+
+
+def _stand_ins(monkeypatch, calibrate, truths, predict, noise):
+    """Stand-ins for the validation store, dataset and segmenter of `calibrate` (no model, no store)."""
+    from types import SimpleNamespace
+
+    draws, segmenters = [], []
+
+    class Data:
+        def __init__(self, path, indices, **kw):
+            self.indices = list(indices)
+
+        def draw(self, i, structure):
+            draws.append((i, structure))
+            return {"counts": np.full((8, 8), self.indices[structure], np.float32)}
+
+    class Seg:
+        def __init__(self, *a, **k):
+            self.calibration = self.detection = "unset"
+            segmenters.append(self)
+
+        def segment(self, image, sampling):
+            assert sampling == 0.16  # the store's sampling: these images have no stated calibration
+            k = int(image[0, 0])
+            return SimpleNamespace(columns=predict[k], working_image=np.full((8, 8), noise[k], np.float32))
+
+    monkeypatch.setattr(calibrate, "_validation", lambda data: ([9, 19], 8, 0.16, {9: 9, 19: 19}))
+    monkeypatch.setattr(calibrate, "HrtemDataset", Data)
+    monkeypatch.setattr(calibrate, "Segmenter", Seg)
+    monkeypatch.setattr(calibrate, "store", SimpleNamespace(read_columns=lambda g: truths[g]))
+    monkeypatch.setattr(calibrate, "noise_level", lambda w: float(w[0, 0]))
+    return draws, segmenters
+
+
+def test_calibration_pairs_are_the_matched_columns_with_their_correctness_and_noise(monkeypatch):
+    """Structure 9: a right column (0.9), a wrong count (0.8), a wrong species (0.7), a missed one and a
+    false one (neither is a pair); structure 19: two right columns (0.95) in a noiseless image (the
+    feature's floor, log 1e-6). 60 images by default, alternating over the two structures."""
+    import hrtem3d.evaluate.calibrate as calibrate
+
+    truths = {9: pd.DataFrame({"species": ["Ce", "Ce", "O", "O"], "x_A": [2.0, 6.0, 2.0, 6.0],
+                               "y_A": [2.0, 2.0, 4.0, 4.0], "n_atoms": [3, 4, 2, 5]}),
+              19: pd.DataFrame({"species": ["Ce", "O"], "x_A": [3.0, 3.0], "y_A": [1.0, 5.0], "n_atoms": [6, 1]})}
+    predict = {9: pd.DataFrame({"species": ["Ce", "Ce", "Ce", "O"], "x_A": [2.1, 6.0, 2.0, 30.0],
+                                "y_A": [2.0, 2.1, 4.0, 30.0], "n_atoms": [3, 5, 2, 1],
+                                "confidence": [0.9, 0.8, 0.7, 0.1]}),
+               19: truths[19].assign(confidence=0.95)}
+    draws, segs = _stand_ins(monkeypatch, calibrate, truths, predict, {9: 0.1, 19: 0.0})
+    conf, ok, feat = calibrate.calibration_pairs("model", "data", thresholds={"Ce": 0.4, "O": 0.6})
+    assert draws == [(i, i % 2) for i in range(60)]
+    assert segs[0].detection == {"Ce": 0.4, "O": 0.6} and segs[0].calibration is None
+    np.testing.assert_array_equal(conf, np.tile([0.9, 0.8, 0.7, 0.95, 0.95], 30))
+    np.testing.assert_array_equal(ok, np.tile([True, False, False, True, True], 30))
+    np.testing.assert_allclose(feat, np.tile([np.log(0.1)] * 3 + [np.log(1e-6)] * 2, 30))
+    assert len(calibrate.calibration_pairs("model", "data", n_images=3)[0]) == 3 + 2 + 3
+
+
+def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_file(monkeypatch):
+    import hrtem3d.evaluate.calibrate as calibrate
+
+    rng = np.random.default_rng(4)
+    conf, feat = rng.uniform(0.05, 0.995, 8000), rng.normal(-2.0, 0.5, 8000)
+    ok = rng.random(8000) < _sigmoid(0.8 * np.log(conf / (1 - conf)) + 0.3 + 0.5 * (feat + 2.0))
+    calls, saved, net = [], [], object()
+    meta = {"scheme": {}, "pixel_size_A": 0.16, "class_weights": [1.0, 2.0], "unet": {"x": 1}, "package_version": "0"}
+    thresholds = {"Ce": 0.4, "O": 0.6, "recall": 0.9, "precision": 0.95, "dose": 1000.0}
+
+    def fit_thresholds(model_path, data, scope=None):
+        calls.append(("thresholds", str(model_path), str(data), scope))
+        return dict(thresholds)
+
+    def pairs(model_path, data, n_images, scope=None, thresholds=None):
+        calls.append(("pairs", str(model_path), str(data), n_images, scope, thresholds))
+        return conf, ok, feat
+
+    monkeypatch.setattr(calibrate, "load_model", lambda path: (net, dict(meta)))
+    monkeypatch.setattr(calibrate, "fit_detection_thresholds", fit_thresholds)
+    monkeypatch.setattr(calibrate, "calibration_pairs", pairs)
+    monkeypatch.setattr(calibrate, "save_model", lambda path, model, m: saved.append((str(path), model, dict(m))))
+    monkeypatch.setattr(calibrate, "training_class_weights", lambda data, cfg: np.array([1.0, 3.0]))
+    r = calibrate.calibrate_model("m.safetensors", "store.zarr", out="out.safetensors", n_images=7)
+    assert calls == [("thresholds", "m.safetensors", "store.zarr", None),
+                     ("pairs", "m.safetensors", "store.zarr", 7, None, {"Ce": 0.4, "O": 0.6})]
+    assert len(saved) == 1 and saved[0][0] == "out.safetensors" and saved[0][1] is net
+    written = saved[0][2]
+    assert "unet" not in written and "package_version" not in written and written["class_weights"] == [1.0, 2.0]
+    assert written["detection_threshold"] == {**thresholds, "fitted_on": "store.zarr"}
+    cal = written["column_calibration"]
+    assert (cal["a"], cal["b"] + cal["c"] * -2.0, cal["c"]) == pytest.approx((0.8, 0.3, 0.5), abs=0.15)
+    assert cal["n_columns"] == 8000 and cal["fitted_on"] == "store.zarr" and cal["through_scope"] is False
+    assert r == {**cal, "detection_threshold": thresholds}
+    # a file without its loss weights gets them first, written to `out`, which is then calibrated
+    meta.pop("class_weights")
+    calls.clear(), saved.clear()
+    calibrate.calibrate_model("m.safetensors", "store.zarr", out="out.safetensors")
+    assert [s[0] for s in saved] == ["out.safetensors", "out.safetensors"]
+    assert saved[0][2]["class_weights"] == [1.0, 3.0] and "column_calibration" not in saved[0][2]
+    assert calls[0][1] == "out.safetensors" and calls[1][1:4] == ("out.safetensors", "store.zarr", 60)
+
+
+class _Pointwise(torch.nn.Module):
+    """A stand-in network (no training): each pixel's logits from its own value x only, background 0 and
+    class Ce 4 log(x / 10), so p(Ce 4) = x / (x + 10) where x > 0 (normalised). Records its inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone()[0, 0].numpy())
+        out = torch.full((x.shape[0], DEFAULT_SCHEME.n_classes, *x.shape[2:]), -20.0)
+        out[:, 0] = 0.0
+        out[:, DEFAULT_SCHEME.class_of("Ce", 4)] = torch.log(x[:, 0].clamp(min=1e-9) / 10)
+        return out
+
+
+_META = {"scheme": DEFAULT_SCHEME.to_dict(), "pixel_size_A": 0.16}
+
+
+def test_in_memory_segmenter_checks_its_pair_tile_and_overlap():
+    from hrtem3d.model.unet import UNet, UNetConfig, seam_free_overlap
+
+    assert Segmenter((_Pointwise(), _META)).overlap == 144  # no U-Net config: the fixed margin
+    unet = UNet(UNetConfig(widths=(4, 8), convs_per_level=1))
+    assert Segmenter((unet, _META)).overlap == seam_free_overlap(unet.config) < 144
+    assert Segmenter((_Pointwise(), _META), tile=49, overlap=24).tile == 49  # the smallest tile: 2 x 24 + 1
+    with pytest.raises(HrtemError, match="twice the overlap"):
+        Segmenter((_Pointwise(), _META), tile=48, overlap=24)
+    with pytest.raises(HrtemError, match="in-memory model"):
+        Segmenter((object(), _META))
+    with pytest.raises(HrtemError, match="in-memory model"):
+        Segmenter((_Pointwise(), [("pixel_size_A", 0.16)]))
+    with pytest.raises(HrtemError, match="pixel_size_A"):
+        Segmenter((_Pointwise(), {"scheme": DEFAULT_SCHEME.to_dict()}))
+
+
+def test_in_memory_segmenter_tiles_are_the_overlapping_windows():
+    """100 x 130 pixels, tile 60, overlap 10: a step of 40, windows [y0 - 10, y0 + 50) clipped to the image;
+    a pointwise network then gives exactly the untiled probabilities."""
+    img = np.random.default_rng(5).normal(size=(100, 130)).astype(np.float32)
+    net = _Pointwise()
+    tiled = Segmenter((net, _META), tile=60, overlap=10).probabilities(img)
+    windows = [(ya, yb, xa, xb) for ya, yb in ((0, 50), (30, 90), (70, 100))
+               for xa, xb in ((0, 50), (30, 90), (70, 130), (110, 130))]
+    assert len(net.inputs) == len(windows)
+    for got, (ya, yb, xa, xb) in zip(net.inputs, windows):
+        np.testing.assert_array_equal(got, img[ya:yb, xa:xb])
+    np.testing.assert_array_equal(tiled, Segmenter((_Pointwise(), _META)).probabilities(img))
+
+
+def test_in_memory_segmenter_decides_polarity_on_the_central_crop_and_reads_columns():
+    """Bright Gaussian columns (+30 over a noise of 1) on 600 x 400 pixels at the model's pixel size: the
+    polarity is decided on the central 256 x 256 crop, once each sign; the columns come out at their
+    centres with the mean normalised image over the 21 pixels within 0.4 A (2.5 px) as intensity."""
+    rng = np.random.default_rng(6)
+    centres = [(100.0, 300.0), (200.4, 290.7), (150.0, 180.0), (250.0, 420.0)]  # (x, y), inside the crop
+    yy, xx = np.mgrid[0:600, 0:400]
+    img = 100 + rng.normal(size=(600, 400))
+    for x, y in centres:
+        img += 30 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 2.0**2))
+    img = img.astype(np.float32)
+    net = _Pointwise()
+    seg = Segmenter((net, _META), contrast="auto")
+    s = seg.segment(img, 0.16)
+    assert seg.polarity(s.working_image) == 1.0 and len(net.inputs) == 3
+    work = net.inputs[2]  # the whole normalised image (one tile)
+    np.testing.assert_array_equal(net.inputs[0], work[172:428, 72:328])
+    np.testing.assert_array_equal(net.inputs[1], -work[172:428, 72:328])
+    cols = s.columns.sort_values("x_px").reset_index(drop=True)
+    assert len(cols) == 4 and (cols.species == "Ce").all() and (cols.n_atoms == 4).all()
+    for (x, y), row in zip(sorted(centres), cols.itertuples()):
+        assert abs(row.x_px - x) < 0.3 and abs(row.y_px - y) < 0.3
+        cy, cx = int(round(row.y_px)), int(round(row.x_px))
+        disc = [work[cy + dy, cx + dx] for dy in range(-2, 3) for dx in range(-2, 3) if dy * dy + dx * dx <= 6.25]
+        assert len(disc) == 21 and row.intensity == pytest.approx(np.mean(disc), rel=1e-5)
+    # the same image with dark atoms: the other polarity, the same columns
+    seg.set_contrast("auto")
+    dark = seg.segment((2 * img.mean() - img).astype(np.float32), 0.16)
+    assert seg.polarity(dark.working_image) == -1.0
+    np.testing.assert_allclose(dark.columns.sort_values("x_px")[["x_px", "y_px"]], cols[["x_px", "y_px"]], atol=0.05)

@@ -1,11 +1,12 @@
-"""`match_events`, the truth matcher of the event benchmarks and tests, on hand-made tables."""
+"""`match_events`, the truth matcher of the event benchmarks and tests, and `find_events`, on hand-made tables."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from hrtem3d.tracking.events import match_events
+from hrtem3d.tracking.events import find_events, match_events
 
 PX = 0.1  # Å per pixel
 
@@ -59,3 +60,20 @@ def test_no_events_on_either_side():
     assert list(t.found_row) == [-1] and f.empty
     t, f = match_events(truth, _table([]), PX)
     assert t.empty and list(f.truth_row) == [-1]
+
+
+def test_a_change_on_the_last_processed_frame_keeps_that_frame_time_and_position():
+    # processed movie frames 0, 2, 5, 9 (some skipped); one O column moving 10 px a frame
+    frames, times_s = np.array([0, 2, 5, 9]), np.array([0.0, 0.2, 0.5, 0.9])
+    columns = pd.DataFrame({"frame": frames, "column_id": 7, "x_px": [10.0, 20.0, 30.0, 40.0],
+                            "y_px": [5.0, 6.0, 7.0, 8.0]})
+    tracks = pd.DataFrame([{"column_id": 7, "species": "O", "x_px": 25.0, "y_px": 6.5}])
+    # time index 1, the last index 3, and 4 (one past the end: clipped to the last frame)
+    changes = pd.DataFrame({"track": [0, 0, 0], "t": [1, 3, 4], "n_before": [3, 2, 3],
+                            "n_after": [2, 3, 2], "confidence": [0.9, 0.8, 0.7]})
+    ev = find_events(changes, frames, tracks, columns, times_s, PX)
+    assert ev.frame.tolist() == [2, 9, 9]
+    assert ev.time_s.tolist() == [0.2, 0.9, 0.9]
+    assert ev.x_px.tolist() == [20.0, 40.0, 40.0] and ev.y_px.tolist() == [6.0, 8.0, 8.0]
+    assert ev.kind.tolist() == ["o_vacancy", "o_gain", "o_vacancy"]
+    assert ev.n_before.tolist() == [3, 2, 3] and ev.confidence.tolist() == [0.9, 0.8, 0.7]
