@@ -31,7 +31,7 @@ def worker(side: int, repeats: int, backend: str) -> None:
     from hrtem3d.segmentation.segmenter import Segmenter
     from hrtem3d.simulate.movie import MovieConfig, simulate_movie
 
-    clean = simulate_movie(MovieConfig(pixel_size_A=0.08, n_frames=1), seed=0).clean[0]
+    clean = simulate_movie(MovieConfig(pixel_size_A=0.08, n_frames=4, event_frames=(1, 2, 3)), seed=0).clean[0]
     lam = np.full((side, side), float(np.median(clean[:8])), np.float32)
     p = (side - clean.shape[0]) // 2
     lam[p:p + clean.shape[0], p:p + clean.shape[1]] = clean
