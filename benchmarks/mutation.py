@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module (under src/hrtem3d) -> pytest arguments that exercise it (cheap selections)
 TARGETS: dict[str, list[str]] = {
-    "segmentation/columns.py": ["tests/test_analyze.py", "-k", "subpixel or class_weights or background or disc_offsets"],
+    "segmentation/columns.py": ["tests/test_analyze.py", "-k",
+                                "subpixel or class_weights or background or disc_offsets"],
     "segmentation/segmenter.py": ["tests/test_shipped_model.py", "-k", "not track"],
     "segmentation/confidence.py": ["tests/test_confidence.py", "tests/test_shipped_model.py", "-k", "calibration"],
     "data/resample.py": ["tests/test_analyze.py", "-k", "binning or resampling"],

@@ -164,7 +164,7 @@ def test_non_square_pixels_warn_and_use_x() -> None:
 def test_uncalibrated_files_need_a_pixel_size(rel, shape, problem) -> None:
     with pytest.raises(HrtemError, match=problem) as info:
         open_image(DATA / rel, min_size=1)
-    assert "--pixel-size" in str(info.value)
+    assert "`pixel_size_A`" in str(info.value) and info.value.param == "pixel_size_A"
     src = open_image(DATA / rel, pixel_size_A=0.75, min_size=1)
     assert src.shape == shape
     assert src.pixel_size_A == 0.75
@@ -256,7 +256,7 @@ def test_imagej_tiff_single_image_and_uint16(tmp_path: Path) -> None:
 def test_tiff_without_calibration_needs_pixel_size(tmp_path: Path) -> None:
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, _movie(3), compression="zlib", photometric="minisblack")
-    with pytest.raises(HrtemError, match="no spatial calibration.*--pixel-size"):
+    with pytest.raises(HrtemError, match="no spatial calibration.*`pixel_size_A`"):
         open_image(path)
     src = open_image(path, pixel_size_A=0.1)
     np.testing.assert_array_equal(src.read_all(), _movie(3))
@@ -350,7 +350,7 @@ def test_npy_stack_and_image(tmp_path: Path) -> None:
     movie = _movie(7, 16, 24, np.int16)
     path = tmp_path / "movie.npy"
     np.save(path, movie)
-    with pytest.raises(HrtemError, match="--pixel-size"):
+    with pytest.raises(HrtemError, match="pixel_size_A"):
         open_image(path)
     src = open_image(path, pixel_size_A=0.08)
     assert src.shape == (7, 16, 24) and src.pixel_size_A == 0.08 and src.frame_interval_s is None
@@ -529,7 +529,7 @@ def test_min_size_is_a_parameter() -> None:
 
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), 1000, 1e-5, "abc", None, ""])
 def test_validate_pixel_size_refuses(value) -> None:
-    with pytest.raises(HrtemError, match="--pixel-size") as info:
+    with pytest.raises(HrtemError, match="pixel_size_A") as info:
         validate_pixel_size(value)
     assert "\n" not in str(info.value)
 
@@ -539,7 +539,7 @@ def test_validate_pixel_size_accepts_and_open_image_uses_it(tmp_path: Path) -> N
     assert validate_pixel_size(0.001) == 0.001 and validate_pixel_size(100) == 100.0
     path = tmp_path / "a.npy"
     np.save(path, _movie(1)[0])
-    with pytest.raises(HrtemError, match="--pixel-size"):
+    with pytest.raises(HrtemError, match="pixel_size_A"):
         open_image(path, pixel_size_A=-0.1)
 
 

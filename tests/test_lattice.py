@@ -49,7 +49,7 @@ def test_calibration_10_percent_off_is_caught():
     assert not check_pixel_size(img, 0.1).disagrees
     bad = check_pixel_size(img, 0.11)
     assert bad.disagrees and bad.deviation_x == pytest.approx(0.1, abs=0.01)
-    assert "--pixel-size lattice" in bad.message and "\n" not in bad.message
+    assert "`pixel_size_A='lattice'`" in bad.message and "\n" not in bad.message
 
 
 @pytest.mark.parametrize("material, zone, why", [(CERIA, (1, 0, 0), "CeO2 [100]"), (CERIA, (1, 1, 1), "CeO2 [111]"),
@@ -110,7 +110,7 @@ def test_segment_cli_reports_pixel_size_source_and_warnings(tiny_model, tmp_path
                             "--model", str(tiny_model), "--no-progress"])
     assert r.exit_code == 0, r.output
     warn = [line for line in r.output.splitlines() if line.startswith("warning:")]
-    assert any("disagrees" in w for w in warn), r.output
+    assert any("disagrees" in w and "pass --pixel-size lattice" in w for w in warn), r.output
     t = json.loads((tmp_path / "b" / "lat" / "trust.json").read_text())
     assert t["pixel_size_source"] == "given" and not t["in_envelope"]
     r = runner.invoke(app, ["segment", str(tif), "--out", str(tmp_path / "c"), "--pixel-size", "big",

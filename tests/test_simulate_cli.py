@@ -121,7 +121,7 @@ def test_full_disk_is_one_clear_error_and_leaves_nothing_complete(tmp_path, monk
 @pytest.mark.parametrize("args,message", [
     (["--min-diameter", "30", "--max-diameter", "20"], "diameter"),
     (["--potential-sampling", "0.5"], "potential_sampling"),
-    (["--gpts", "96", "--max-diameter", "40"], "do not fit"),
+    (["--gpts", "96", "--max-diameter", "40"], "do not fit the 15.4 Å cell; raise --gpts or lower --max-diameter"),
     (["-n", "0"], "n-structures"),
 ])
 def test_bad_parameters_exit_2_with_one_line(tmp_path, args, message):

@@ -133,7 +133,7 @@ def test_init_starts_from_the_given_weights_and_refuses_another_shape(tiny_store
     assert not torch.allclose(other.state_dict()["enc.0.0.weight"] if "enc.0.0.weight" in other.state_dict()
                               else next(iter(other.parameters())), next(iter(base.parameters())))
     bad = TrainConfig(**{**cfg.__dict__, "widths": (4, 8, 16)})
-    with pytest.raises(HrtemError, match="--widths"):
+    with pytest.raises(HrtemError, match="`widths`"):
         train(tiny_store, tmp_path / "bad.safetensors", bad, progress=False)
 
 

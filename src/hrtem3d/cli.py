@@ -7,6 +7,7 @@ User mistakes end with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -21,22 +22,36 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    typer.echo(f"warning: {message}", err=True)
+    typer.echo(f"warning: {_flags_in(str(message))}", err=True)
 
 
-#: Library parameters (HrtemError.param) and the options that set them.
+#: Library parameters (HrtemError.param, or `name` in a library message) and the options that set them.
 _FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-size", "stack_rule": "--stack-rule",
-          "chunk": "--chunk", "workers": "--workers", "backend": "--backend"}
+          "chunk": "--chunk", "workers": "--workers", "model": "--model", "out_dir": "--out", "fps": "--fps",
+          "init": "--init", "widths": "--widths", "store_gpts": "--gpts", "diameter_A": "--max-diameter",
+          "n_structures": "--n-structures", "scheduler": "--scheduler", "backend": "--backend"}
 BACKEND_HELP = ("How the network runs: auto (ONNX Runtime on the CPU, PyTorch on CUDA), onnx, "
                 "torch, or int8 (quantised, calibrated on the first image: faster, less accurate; see "
                 "docs/benchmarks.md).")
+_NAMED = re.compile(r"`(\w+)(?:=['\"]?([^`'\"]*)['\"]?)?`")
+
+
+def _flags_in(text: str) -> str:
+    """A library message in CLI terms: each `name` or `name=value` a known parameter becomes `--flag value`."""
+    def flag(m: re.Match) -> str:
+        opt = _FLAGS.get(m.group(1))
+        if opt is None:
+            return m.group(0)
+        return f"{opt} {m.group(2)}" if m.group(2) else opt
+
+    return _NAMED.sub(flag, text)
 
 
 def _in_cli_terms(e: HrtemError) -> str:
     """The error's message, its parameter named as the option the user typed."""
-    msg = str(e)
+    msg = _flags_in(str(e))
     flag = _FLAGS.get(getattr(e, "param", None) or "")
-    if flag and not msg.startswith("-"):
+    if flag and flag not in msg and not msg.startswith("-"):
         msg = msg.replace(e.param, flag, 1) if e.param in msg else f"{flag}: {msg}"
     return msg
 
@@ -200,7 +215,7 @@ def segment(
                          stack_rule=stack_rule)
         skipped = f", skipped frames {r['skipped_frames']} (NaN/Inf)" if r["skipped_frames"] else ""
         for w in r.get("warnings", []):
-            typer.echo(f"warning: {w}", err=True)
+            typer.echo(f"warning: {_flags_in(w)}", err=True)
         typer.echo(f"{path}: {r['frames']} frame(s), {r['columns']} columns at {r['pixel_size_A']:.4g} Å/px "
                    f"({r['pixel_size_source']}) -> {r['out']}{skipped}")
         if export_3d:

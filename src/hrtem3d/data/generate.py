@@ -50,7 +50,8 @@ class SimulationSettings:
         reach = self.particles.diameter_A[1] + 4
         if reach > self.multislice.cell_A:
             raise HrtemError(f"particles up to {self.particles.diameter_A[1]} Å do not fit the "
-                             f"{self.multislice.cell_A:.1f} Å cell; raise --gpts or lower --max-diameter")
+                             f"{self.multislice.cell_A:.1f} Å cell; raise `store_gpts` or lower `diameter_A`",
+                             param="diameter_A")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -110,7 +111,7 @@ def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSet
     settings = settings or SimulationSettings()
     settings.validate()
     if not 1 <= n_structures <= 10_000_000:
-        raise HrtemError(f"--n-structures must lie in 1..10000000, got {n_structures}")
+        raise HrtemError(f"`n_structures` must lie in 1..10000000, got {n_structures}", param="n_structures")
     root = store.create_or_open(out, settings.to_dict())
     store.remove_incomplete(root)
     have = store.completed(root)
@@ -162,11 +163,11 @@ def _run_dask(todo: list[int], sdict: dict, workers: int, scheduler: str | None,
             client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
         except OSError as e:
             raise HrtemError(f"cannot reach the dask scheduler at {scheduler} ({e}); "
-                             "check the address or drop --scheduler to run locally") from None
+                             "check the address or drop `scheduler` to run locally", param="scheduler") from None
         cluster = None
     else:
         if not 1 <= workers <= 512:
-            raise HrtemError(f"--workers must lie in 0..512, got {workers}")
+            raise HrtemError(f"`workers` must lie in 0..512, got {workers}", param="workers")
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)

@@ -15,7 +15,7 @@ import numpy as np
 
 from hrtem3d.errors import HrtemError
 
-#: Accepted pixel sizes (Å per pixel) for a file's calibration or a ``--pixel-size`` value.
+#: Accepted pixel sizes (Å per pixel) for a file's calibration or a given ``pixel_size_A``.
 PIXEL_SIZE_RANGE_A: tuple[float, float] = (0.001, 100.0)
 #: Default smallest image side (pixels) that the analysis accepts.
 MIN_SIZE = 8
@@ -115,24 +115,31 @@ def time_to_s(scale: float, unit: object) -> float | None:
 def validate_pixel_size(
     value: object,
     *,
-    what: str = "--pixel-size",
+    what: str = "`pixel_size_A`",
     range_A: tuple[float, float] = PIXEL_SIZE_RANGE_A,
 ) -> float:
-    """Check a pixel size in Å per pixel (for example a ``--pixel-size`` value) and return it as float.
+    """Check a pixel size in Å per pixel (for example a ``pixel_size_A`` argument) and return it as float.
 
-    It must be a finite number within ``range_A`` (default 0.001..100 Å). Raises HrtemError otherwise.
+    It must be a finite number within ``range_A`` (default 0.001..100 Å). Raises HrtemError otherwise
+    (``param`` "pixel_size_A"); ``what`` names the value in the message.
+
+    Example:
+        >>> validate_pixel_size("0.1")
+        0.1
     """
     lo, hi = range_A
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise HrtemError(
-            f"{what} {value!r} is not a number: give the pixel size in Å per pixel, e.g. {what} 0.1"
+            f"{what} {value!r} is not a number: give the pixel size in Å per pixel, e.g. 0.1",
+            param="pixel_size_A",
         ) from None
     if not math.isfinite(number) or number <= 0 or not (lo <= number <= hi):
         raise HrtemError(
             f"{what} {value!r} Å is not a usable pixel size: give a value between {lo:g} and {hi:g} Å "
-            f"per pixel, e.g. {what} 0.1"
+            f"per pixel, e.g. 0.1",
+            param="pixel_size_A",
         )
     return number
 

@@ -62,7 +62,7 @@ SUPPORTED_EXTENSIONS: dict[str, tuple[str, str]] = {
 #: Largest number of pixels :meth:`ImageSource.read_all` returns in one array (2 GiB of float32).
 READ_ALL_MAX_PIXELS = 2**29
 
-_OVERRIDE_HINT = "pass --pixel-size (Å per pixel)"
+_OVERRIDE_HINT = "give `pixel_size_A` (Å per pixel)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -822,14 +822,15 @@ def open_image(
             warnings.warn(f"{path.name}: {calibration.warning}", stacklevel=2)
     elif pixel_size_A is None:
         if file_px is None:
-            raise HrtemError(f"{path.name} {calibration.problem}: {_OVERRIDE_HINT}")
+            raise HrtemError(f"{path.name} {calibration.problem}: {_OVERRIDE_HINT}", param="pixel_size_A")
         if not (lo <= file_px <= hi):
             hint = ""
             if key == "tia" and file_px > 1e7:
                 hint = " (TIA stores diffraction calibrations in 1/m; is this a diffraction pattern?)"
             raise HrtemError(
                 f"{path.name} is calibrated at {file_px:.6g} Å per pixel, outside {lo:g}..{hi:g} Å for "
-                f"atomic-resolution images{hint}: check the file, or {_OVERRIDE_HINT} to override"
+                f"atomic-resolution images{hint}: check the file, or {_OVERRIDE_HINT} to override",
+                param="pixel_size_A",
             )
         if calibration.warning:
             warnings.warn(f"{path.name}: {calibration.warning}", stacklevel=2)

@@ -197,8 +197,8 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
     fp = _fingerprint(path, src, s, s.model)
     fp_file = parts / "settings.json"
     if fp_file.exists() and json.loads(fp_file.read_text()) != fp:
-        raise HrtemError(f"{dest} holds a run of another input or settings; use another --out or delete "
-                         f"{fp_file.parent}")
+        raise HrtemError(f"{dest} holds a run of another input or settings; use another `out_dir` or delete "
+                         f"{fp_file.parent}", param="out_dir")
     atomic_write(fp_file, lambda p: p.write_text(json.dumps(fp)))
     ref_file = parts / "reference.npz"
     if ref_file.exists():
@@ -278,8 +278,9 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
                 progress: bool = True, figures: bool = True) -> dict:
     """The whole `track` command: see the module docstring. Returns a summary dict."""
     s = settings or TrackSettings()
-    if s.chunk < 1 or s.workers < 1:
-        raise HrtemError("--chunk and --workers must be at least 1")
+    for name in ("chunk", "workers"):
+        if getattr(s, name) < 1:
+            raise HrtemError(f"`{name}` must be at least 1, got {getattr(s, name)}", param=name)
     if s.contrast not in ("auto", "bright", "dark"):  # before any model is loaded
         raise HrtemError(f"contrast must be bright, dark or auto, got {s.contrast!r}", param="contrast")
     path, dest = Path(path), Path(out_dir)
@@ -308,7 +309,7 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
                "events": int(len(events)), "event_kinds": events["kind"].value_counts().to_dict(),
                "segment_seconds": round(t_seg, 2), "settings": _jsonable(asdict(s))}
     if interval is None:
-        summary["note"] = "the file gives no frame interval and --fps was not set: time_s counts frames"
+        summary["note"] = "the file gives no frame interval and `fps` was not set: time_s counts frames"
     if figures:
         from hrtem3d.jobs.track_figures import movie_figures
 

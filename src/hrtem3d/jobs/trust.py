@@ -33,7 +33,7 @@ class Trust:
 
     Attributes:
         pixel_size_A: the pixel size used (Å).
-        source: "given" (--pixel-size), "file" (the file's calibration) or "lattice" (measured).
+        source: "given" (by the caller), "file" (the file's calibration) or "lattice" (measured).
         file_pixel_size_A: the file's own calibration (Å), None when it has none.
         lattice: the stated pixel size against the lattice (None with --pixel-size lattice).
         measured: the lattice fit behind --pixel-size lattice (None otherwise).
@@ -69,7 +69,7 @@ class Trust:
 
 
 def parse_pixel_size(value: str | float | None) -> float | str | None:
-    """The --pixel-size argument: None, "lattice", or a positive number of Å (one-line error otherwise)."""
+    """A pixel-size argument: None, "lattice", or a positive number of Å (one-line error otherwise)."""
     if value is None or isinstance(value, float | int):
         return value
     if value.strip().lower() == LATTICE:
@@ -77,7 +77,8 @@ def parse_pixel_size(value: str | float | None) -> float | str | None:
     try:
         return float(value)
     except ValueError:
-        raise HrtemError(f"--pixel-size must be a number of Å per pixel or 'lattice', got {value!r}") from None
+        raise HrtemError(f"`pixel_size_A` must be a number of Å per pixel or 'lattice', got {value!r}",
+                         param="pixel_size_A") from None
 
 
 def assess_frame(frame: np.ndarray, pixel_size_A: float | None, source: str, name: str = "image",
@@ -90,7 +91,7 @@ def assess_frame(frame: np.ndarray, pixel_size_A: float | None, source: str, nam
         fit = measure_lattice(frame, spectrum=spec)
         if not fit.confident:
             raise HrtemError(f"{name}: no CeO2 [110] lattice clear enough to measure the pixel size "
-                             f"({fit.n_reflections} spots); pass --pixel-size in Å")
+                             f"({fit.n_reflections} spots); give `pixel_size_A` in Å", param="pixel_size_A")
         px = fit.pixel_size_A
         if abs(fit.pixel_size_x_A / fit.pixel_size_y_A - 1) > 0.02:
             warnings.append(f"{name}: pixels look non-square ({fit.pixel_size_x_A:.4g} Å along x, "

@@ -199,7 +199,8 @@ def load_default_model(device: str | torch.device | None = None) -> tuple[UNet, 
     path = default_model_path()
     if not path.is_file():
         raise HrtemError(
-            f"no default model is installed ({path} is missing); pass --model MODEL.safetensors "
-            "(train one with `hrtem3d train DATA.zarr --out MODEL.safetensors`)"
+            f"no default model is installed ({path} is missing); give a `model` file (*.safetensors, "
+            "as `train` writes it)",
+            param="model",
         )
     return load_model(path, device)

@@ -33,7 +33,7 @@ from scipy import ndimage
 from hrtem3d.segmentation.spectrum import DETECT_Q, Spectrum, find_peaks, image_spectrum, refine_spot
 from hrtem3d.structure.material import CERIA, Material
 
-SEARCH_A = (0.02, 1.0)       # pixel sizes --pixel-size lattice searches (Å)
+SEARCH_A = (0.02, 1.0)       # pixel sizes a free lattice fit searches (Å)
 CHECK_RANGE = 0.3            # check_pixel_size searches the stated pixel size +- 30 %
 TOLERANCE = 0.02             # a calibration off by more than this is reported
 MIN_SPOTS = 4                # a lattice is found with at least this many spots (a Friedel pair once) ...
@@ -397,7 +397,7 @@ def check_pixel_size(image: np.ndarray, pixel_size_A: float, tolerance: float = 
     if bad:
         msg = (f"the pixel size {pixel_size_A:.4g} Å disagrees with the {material.name} lattice "
                f"({fit.pixel_size_x_A:.4g} Å along x, {fit.pixel_size_y_A:.4g} Å along y: {dx:+.1%} / {dy:+.1%}); "
-               "check the calibration or pass --pixel-size lattice")
+               "check the calibration or pass `pixel_size_A='lattice'`")
     return LatticeCheck(pixel_size_A, fit, float(dx), float(dy), bad, msg)
 
 

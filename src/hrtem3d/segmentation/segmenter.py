@@ -215,7 +215,7 @@ class Segmenter:
             raise HrtemError(f"frame {frame} holds NaN or Inf values; fix or drop it")
         if not 0.005 <= pixel_size_A <= 2.0:
             raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
-                             "pass --pixel-size")
+                             "give `pixel_size_A`", param="pixel_size_A")
         work, factors = to_working_grid(image.astype(np.float32), pixel_size_A, self.pixel_size_A)
         work = self.normalize(work)
         work = self.polarity(work) * work

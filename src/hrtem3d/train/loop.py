@@ -319,7 +319,8 @@ def _init_from(model: UNet, path: str) -> None:
     src, _ = load_model(path, "cpu")
     mine, theirs = model.state_dict(), src.state_dict()
     if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
-        raise HrtemError(f"--init {path} has another network shape; pass the same --widths as it was trained with")
+        raise HrtemError(f"`init` model {path} has another network shape; give the same `widths` as it was "
+                         "trained with", param="widths")
     model.load_state_dict(theirs)
 
 
