@@ -347,6 +347,22 @@ def test_platt_fit_recovers_the_parameters_of_a_known_logistic_map():
     assert (a, b) == pytest.approx((1.5, -0.7), abs=0.08) and c == 0.0
 
 
+def test_platt_fit_of_separable_outcomes_is_a_finite_step():
+    """Every column above 0.5 right, every one below wrong: the likelihood grows without bound towards a
+    step at 0.5, so the fitted map must come out steep (right ones >= 0.999, wrong ones <= 0.001) and finite,
+    with or without the feature (the clip of sigma inside [1e-9, 1 - 1e-9] keeps the loss finite)."""
+    from hrtem3d.evaluate.calibrate import apply_calibration, fit_platt
+
+    rng = np.random.default_rng(7)
+    conf = rng.uniform(0.05, 0.999999, 2000)
+    right, f = conf > 0.5, rng.normal(size=2000)
+    for feature in (None, f):
+        a, b, c = fit_platt(conf, right, feature)
+        assert np.isfinite([a, b, c]).all()
+        p = apply_calibration(conf, a, b, c, 0.0 if feature is None else feature)
+        assert p[right].min() >= 0.999 and p[~right].max() <= 0.001, (a, b, c)
+
+
 def _stand_ins(monkeypatch, calibrate, truths, predict, noise):
     """Stand-ins for the validation store, dataset and segmenter of `calibrate` (no model, no store)."""
     from types import SimpleNamespace
