@@ -118,12 +118,7 @@ def _onnx_engine(net: UNet, *, threads: int | None, calibration: Sequence[np.nda
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-    except Exception:  # a damaged cache file: export again (a damaged export itself raises below)
-        forget_graph(net)
-        graph = onnx_graph(net) if calibration is None else _quantize(onnx_graph(net), calibration, net.config.multiple)
-        session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
     m = net.config.multiple
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -167,14 +162,13 @@ _GRAPHS: dict[str, bytes] = {}
 def onnx_graph(net: UNet) -> bytes:
     """The network's ONNX graph (any batch, any sides that are multiples of ``config.multiple``), exported
     once per set of weights: kept in memory and in `cache_dir()` (written to a temporary name, then renamed;
-    an unwritable cache only costs the export, about a second, again)."""
+    a damaged cache file is exported again; an unwritable cache only costs the export, about a second)."""
     key = weights_hash(net)
     if key in _GRAPHS:
         return _GRAPHS[key]
     path = cache_dir() / f"unet-{key}.onnx"
-    try:
-        graph = path.read_bytes()
-    except OSError:
+    graph = _read_valid(path)
+    if graph is None:  # not cached, or a damaged file: export (again)
         graph = _export(net)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +178,18 @@ def onnx_graph(net: UNet) -> bytes:
         except OSError:
             pass
     _GRAPHS[key] = graph
+    return graph
+
+
+def _read_valid(path: Path) -> bytes | None:
+    """The cached graph at `path` if it reads and passes the ONNX checker, else None."""
+    import onnx
+
+    try:
+        graph = path.read_bytes()
+        onnx.checker.check_model(onnx.load_model_from_string(graph))
+    except Exception:  # missing, unreadable, truncated or not ONNX at all
+        return None
     return graph
 
 

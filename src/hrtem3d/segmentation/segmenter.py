@@ -142,7 +142,6 @@ class Segmenter:
                              param="tile")
         self.tile = tile
         self.set_contrast(contrast)
-        self.backend_asked = backend
         self._engine_args = dict(device=self.device, threads=threads, compile=compile)
         float_engine = make_engine(self.model, backend="auto" if backend == "int8" else backend, **self._engine_args)
         self._polarity_engine = float_engine  # int8 quantises later, on the first image it sees
