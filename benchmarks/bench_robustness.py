@@ -39,6 +39,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+CONFIDENCE: dict = {}  # (model, set) -> [(confidence, exact) of matched Ce columns], for the reliability figure
 METRICS = ["Ce_exact", "Ce_pm1", "Ce_bias", "O_exact", "O_pm1", "recall", "precision", "ECE", "conf", "warn"]
 CLI = Path(sys.executable).with_name("hrtem3d")
 
@@ -149,6 +150,7 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
         for name, seg in segs.items():
             m, n_pred = match_image(truth, seg.segment(image, px).columns)
             by.setdefault((name, dose), []).append((m, n_pred, warned))
+            _keep_confidence(name, folder.name, m)
         ce = truth[truth["species"] == "Ce"]
         oracle = intensity_oracle(image, truth, px)
         by.setdefault(("intensity oracle", dose), []).append((ce["n_atoms"].to_numpy(), oracle))
@@ -201,7 +203,9 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
                 trust = Path(tmp) / Path(case["image"]).stem / "trust.json"
                 warned = (not json.loads(trust.read_text())["in_envelope"]) if trust.exists() else not \
                     check_envelope(tifffile.imread(folder / case["image"]).astype(np.float32), px).in_envelope
-                by.setdefault(case["dose_e_per_A2"], []).append((*match_image(truth, pred), warned))
+                m, n_pred = match_image(truth, pred)
+                by.setdefault(case["dose_e_per_A2"], []).append((m, n_pred, warned))
+                _keep_confidence(name, "independent", m)
                 if name == next(iter(models)):
                     img = tifffile.imread(folder / case["image"]).astype(np.float32)
                     ce = truth[truth["species"] == "Ce"]
@@ -220,6 +224,32 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
         rows.append({"model": "intensity oracle", "set": "independent", "dose": float(dose), "n_images": len(items),
                      **oracle_metrics(items)})
     return rows
+
+
+def _keep_confidence(model: str, set_name: str, m: pd.DataFrame) -> None:
+    g = m[(m["species"] == "Ce") & m["matched"]]
+    CONFIDENCE.setdefault((model, set_name), []).append(
+        (g["confidence"].to_numpy(float), (g["pred_n"] == g["n_atoms"]).to_numpy()))
+
+
+def reliability_figure(model: str, sets: list[str], path: str, in_domain: str | None = None) -> None:
+    """Reliability curves of `model` on `sets` (every dose pooled), and in-domain from an `hrtem3d evaluate`
+    columns.parquet, written to `path`."""
+    from hrtem3d.fsutil import save_figure
+    from hrtem3d.viz.evaluation import reliability_curves
+
+    groups = {}
+    if in_domain:
+        c = pd.read_parquet(in_domain)
+        c = c[(c["species"] == "Ce") & (c["pred_row"] >= 0)]
+        right = (c["pred_species"] == c["species"]) & (c["pred_n"] == c["n_atoms"])
+        groups["in-domain test set"] = (c["confidence"].to_numpy(float), right.to_numpy())
+    for name in sets:
+        parts = CONFIDENCE.get((model, name), [])
+        if parts:
+            groups[name] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    save_figure(reliability_curves(groups), path)
+    print(f"wrote {path}")
 
 
 def _cli_knows(normalization: str | None) -> bool:
@@ -274,6 +304,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--out", default="results.csv", help="CSV of every result row")
     ap.add_argument("--doses", default=None, help="comma-separated doses to score (default: every dose of a set)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--reliability-figure", default=None, help="write reliability curves of the first model here")
+    ap.add_argument("--reliability-sets", default="clean_0p10,independent,mtf_strong,phonons,background,all",
+                    help="sets in the reliability figure")
+    ap.add_argument("--in-domain-columns", default=None,
+                    help="columns.parquet of `hrtem3d evaluate` on the in-domain test set, for the figure")
     ap.add_argument("--backend", action="append", default=None,
                     help="inference backend (auto, onnx, torch, int8); repeat to compare (rows: model[backend])")
     a = ap.parse_args(argv)
@@ -301,6 +336,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     df.to_csv(a.out, index=False)
     print_tables(df, list(models))
     print(f"\nwrote {a.out} ({len(df)} rows)")
+    if a.reliability_figure:
+        reliability_figure(next(iter(models)), a.reliability_sets.split(","), a.reliability_figure,
+                           a.in_domain_columns)
     return df
 
 

@@ -158,3 +158,29 @@ def test_track_movie_without_columns_still_writes_everything(tmp_path):
     for name in ("columns.parquet", "tracks.parquet", "events.csv", "overlay.gif", "event_map.png"):
         assert (tmp_path / "o" / name).exists(), name
     assert len(pd.read_csv(tmp_path / "o" / "events.csv")) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["in_envelope"] is False and "out of the model's envelope" in summary["warnings"][0]
+    assert "warning:" in r.output  # on stderr, one line
+    cols = pd.read_parquet(tmp_path / "o" / "columns.parquet")
+    assert (cols.confidence <= 0.2).all() and (cols.confidence_raw <= 0.2).all()
+
+
+def test_track_checks_the_pixel_size_against_the_lattice_and_can_take_it_from_there(movie, tmp_path):
+    m, _ = movie
+    path = tmp_path / "three.npy"
+    np.save(path, m.frames[:3])
+    r = _run(path, "--out", tmp_path / "off", "--pixel-size", 0.176, "--no-figures")  # 10 % too large
+    assert r.exit_code == 0, r.output
+    trust = json.loads((tmp_path / "off" / "trust.json").read_text())
+    assert trust["pixel_size_source"] == "given" and trust["pixel_size_A"] == 0.176
+    assert trust["lattice_check"]["disagrees"] and any("%" in w for w in trust["warnings"])
+    assert "warning:" in r.output and "--pixel-size" in r.output
+    r = _run(path, "--out", tmp_path / "lat", "--pixel-size", "lattice", "--no-figures")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "lat" / "summary.json").read_text())
+    assert summary["pixel_size_source"] == "lattice" and abs(summary["pixel_size_A"] / m.pixel_size_A - 1) < 0.02
+    cols = pd.read_parquet(tmp_path / "lat" / "columns.parquet")
+    assert abs(cols.x_A / cols.x_px - summary["pixel_size_A"]).max() < 1e-9  # the measured size is the one used
+    r = _run(path, "--out", tmp_path / "lat", "--pixel-size", "lattice", "--no-figures")  # resumes: same answer
+    again = json.loads((tmp_path / "lat" / "summary.json").read_text())
+    assert r.exit_code == 0 and again["pixel_size_A"] == summary["pixel_size_A"] and again["frames"] == 3

@@ -33,6 +33,9 @@ _FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-siz
 BACKEND_HELP = ("How the network runs: auto (ONNX Runtime on the CPU, PyTorch on CUDA), onnx, "
                 "torch, or int8 (quantised, calibrated on the first image: faster, less accurate; see "
                 "docs/benchmarks.md).")
+WHOLE_FRAME_HELP = ("Run the network on the whole frame. Default: only on boxes around what is not vacuum "
+                    "(found by its lattice-band energy over shot noise, 10 Å of context kept); the rest "
+                    "is background.")
 _NAMED = re.compile(r"`(\w+)(?:=['\"]?([^`'\"]*)['\"]?)?`")
 
 
@@ -187,6 +190,7 @@ def segment(
                                     "8 flips/rotations (that many times slower; more accurate depths)."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
+    whole_frame: bool = typer.Option(False, "--whole-frame", help=WHOLE_FRAME_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     export_3d: bool = typer.Option(False, "--export-3d",
                                    help="Also write an estimated 3D atomic model: model.xyz (extended XYZ, "
@@ -208,7 +212,7 @@ def segment(
     from hrtem3d.api import load_model
     from hrtem3d.jobs.workflows import segment_file
 
-    seg = load_model(model, device=device, tta=tta, backend=backend)  # one network for every input
+    seg = load_model(model, device=device, tta=tta, backend=backend, skip_vacuum=not whole_frame)  # one network
     seg.set_contrast(contrast)  # "auto": decided again on each input's first frame
     for path in inputs:
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
@@ -228,7 +232,8 @@ def segment(
 def track(
     input: Path = typer.Argument(..., help="A movie: TIFF stack, EMD, DM4 stack, MRC, SER or NPY (frames, y, x)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (a rerun with the same settings resumes)."),
-    pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's)."),
+    pixel_size: str = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's), or "
+                                   "'lattice' to measure it from the CeO2 [110] lattice of the first frame."),
     fps: float = typer.Option(None, help="Frames per second (overrides the file's frame interval)."),
     start: int = typer.Option(0, help="First frame to process."),
     stop: int = typer.Option(None, help="Stop before this frame (default: the end)."),
@@ -243,6 +248,7 @@ def track(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (compiles for up to a "
                                                           "minute; no gain measured on 2 CPU cores)."),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
+    whole_frame: bool = typer.Option(False, "--whole-frame", help=WHOLE_FRAME_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar (frames/s)."),
 ) -> None:
     """Segment every frame of a movie, correct drift, link columns, denoise depths in time, find events.
@@ -250,8 +256,9 @@ def track(
     Writes OUT/columns.parquet (every frame: the column table plus time_s; n_atoms and confidence
     after temporal denoising, the single-frame values as n_atoms_raw and confidence_raw),
     OUT/tracks.parquet, OUT/events.csv (migration, o_vacancy, ce_loss, ce_gain, o_gain),
-    OUT/summary.json and the figures. Memory stays bounded: frames are read and segmented a chunk
-    at a time. Interrupted? Rerun the same command: finished chunks are kept.
+    OUT/summary.json, OUT/trust.json (the pixel size used and its source, the lattice and envelope
+    checks of the first frame, as `segment` writes) and the figures. Memory stays bounded: frames are
+    read and segmented a chunk at a time. Interrupted? Rerun the same command: finished chunks are kept.
     """
     from hrtem3d.jobs.track_movie import TrackSettings, track_movie
     from hrtem3d.tracking.changepoint import ChangeModel
@@ -262,8 +269,10 @@ def track(
     s = TrackSettings(pixel_size_A=pixel_size, fps=fps, start=start, stop=stop, chunk=chunk, workers=workers,
                       scheduler=scheduler, model=str(model) if model else None, contrast=contrast,
                       temporal=TemporalModel(change=ChangeModel(threshold=change_threshold)), compile=compile,
-                      backend=backend)
+                      backend=backend, skip_vacuum=not whole_frame)
     r = track_movie(input, out, s, progress=progress, figures=figures)
+    for w in r.get("warnings", []):
+        typer.echo(f"warning: {_flags_in(w)}", err=True)
     skipped = f"; skipped frames {r['skipped_frames']}" if r["skipped_frames"] else ""
     kinds = ", ".join(f"{v} {k}" for k, v in r["event_kinds"].items()) or "none"
     typer.echo(f"{input}: {r['frames']} frames, {r['tracks']} tracked columns, {r['events']} events ({kinds})"

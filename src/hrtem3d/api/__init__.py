@@ -73,7 +73,8 @@ def _segmenter_type():
 
 
 def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = None, device: str | None = None,
-               tta: int = 1, threads: int | None = None, compile: bool = False, backend: str = "auto") -> Model:
+               tta: int = 1, threads: int | None = None, compile: bool = False, backend: str = "auto",
+               skip_vacuum: bool = True) -> Model:
     """Load a model once, to pass to `segment`, `segment_movie` and `track` (cellpose's style).
 
     Args:
@@ -87,6 +88,8 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
         threads: torch CPU threads (None: torch's default); compile: `torch.compile` the network.
         backend: "auto" (ONNX Runtime on the CPU, PyTorch on CUDA), "onnx", "torch"
             or "int8" (`hrtem3d.model.runtime`).
+        skip_vacuum: run the network only on boxes around what is not vacuum (`hrtem3d.segmentation.vacuum`);
+            False segments the whole frame.
 
     Returns:
         a `Model` (`hrtem3d.segmentation.segmenter.Segmenter`): `.scheme`, `.pixel_size_A` (Å), `.meta`.
@@ -103,7 +106,8 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
             raise HrtemError("an in-memory network needs its metadata: load_model(net, metadata={'scheme': ..., "
                              "'pixel_size_A': ...})")
         path = (path, metadata)
-    return _segmenter_type()(path, device=device, tta=tta, threads=threads, compile=compile, backend=backend)
+    return _segmenter_type()(path, device=device, tta=tta, threads=threads, compile=compile, backend=backend,
+                             skip_vacuum=skip_vacuum)
 
 
 @functools.lru_cache(maxsize=1)

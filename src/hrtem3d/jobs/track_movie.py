@@ -21,6 +21,8 @@ import pandas as pd
 from hrtem3d.errors import HrtemError
 from hrtem3d.fsutil import atomic_write, file_fingerprint
 from hrtem3d.io import open_image
+from hrtem3d.jobs.trust import LATTICE, assess_frame, parse_pixel_size
+from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP
 from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
 from hrtem3d.tracking.analysis import analyze_movie
 from hrtem3d.tracking.drift import frame_shift
@@ -34,7 +36,9 @@ class TrackSettings:
     """What `track` needs besides the input and output paths.
 
     Attributes:
-        pixel_size_A: overrides the file's calibration (Å/pixel).
+        pixel_size_A: overrides the file's calibration (Å/pixel), or "lattice": measured from the CeO2
+            [110] lattice of the first frame. Either way the pixel size is checked against the lattice
+            and the first frame against the model's envelope (`jobs.trust`; `trust.json`).
         fps: frames per second; overrides the file's frame interval.
         start, stop: frame range [start, stop) to process.
         chunk: frames per unit of work (and per resumable part).
@@ -44,11 +48,12 @@ class TrackSettings:
         contrast: "auto", "bright" or "dark" (decided once, on the reference frame).
         compile: run the network through torch.compile (see `Segmenter`).
         backend: how the network runs ("auto", "onnx", "torch", "int8"; see `Segmenter`).
+        skip_vacuum: run the network only around what is not vacuum (see `Segmenter`).
         search_range_A, memory: linking (see `tracking.linking.link_columns`).
         temporal: the depth HMM settings.
     """
 
-    pixel_size_A: float | None = None
+    pixel_size_A: float | str | None = None
     fps: float | None = None
     start: int = 0
     stop: int | None = None
@@ -62,18 +67,20 @@ class TrackSettings:
     temporal: TemporalModel = field(default_factory=TemporalModel)
     compile: bool = False
     backend: str = "auto"
+    skip_vacuum: bool = True
 
 
 _SEGMENTERS: dict = {}
 
 
 def _segmenter(model: str | None, threads: int | None = None, compile: bool = False,
-               backend: str = "auto") -> Segmenter:
+               backend: str = "auto", skip_vacuum: bool = True) -> Segmenter:
     """One loaded model per process: the run and dask workers reuse it across chunks (contrast set per use)."""
-    key = (model, threads, compile, backend)
+    key = (model, threads, compile, backend, skip_vacuum)
     if key not in _SEGMENTERS:
         _SEGMENTERS.clear()  # a long-lived process keeps one network, not one per model it ever used
-        _SEGMENTERS[key] = Segmenter(model, threads=threads, compile=compile, backend=backend)
+        _SEGMENTERS[key] = Segmenter(model, threads=threads, compile=compile, backend=backend,
+                                     skip_vacuum=skip_vacuum)
     return _SEGMENTERS[key]
 
 
@@ -86,7 +93,8 @@ class Chunk:
         first, last: the frame range [first, last).
         part: the part files' path without suffix (`.parquet` and `.json` are added).
         model: a model file (None: the shipped one); contrast: "bright" or "dark", decided for the run.
-        threads: torch CPU threads on a worker (None: torch's default); compile, backend: `Segmenter`'s.
+        threads: torch CPU threads on a worker (None: torch's default); compile, backend, skip_vacuum:
+            `Segmenter`'s.
     """
 
     path: str
@@ -99,6 +107,7 @@ class Chunk:
     threads: int | None = None
     compile: bool = False
     backend: str = "auto"
+    skip_vacuum: bool = True
 
 
 def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
@@ -124,7 +133,7 @@ def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
     processed frames, their drift (Å) and the skipped frames with the reason.
     """
     c = chunk
-    seg = _segmenter(c.model, c.threads, c.compile, c.backend)
+    seg = _segmenter(c.model, c.threads, c.compile, c.backend, c.skip_vacuum)
     seg.set_contrast(c.contrast)
     src = open_image(c.path, pixel_size_A=c.pixel_size_A)
     first, last = c.first, c.last
@@ -179,16 +188,22 @@ def model_scheme(model: str | None = None):
 
 
 def _fingerprint(path: Path, src, s: TrackSettings, model: str | None) -> dict:
-    """What a resumed run must share with the first: the input, the chunking and the model (by its size,
-    metadata header and last bytes, so a multi-megabyte model is never read whole)."""
+    """What a resumed run must share with the first: the input, the chunking, the model (by its size,
+    metadata header and last bytes, so a multi-megabyte model is never read whole) and whether vacuum is
+    skipped (a part segmented otherwise would differ in its vacuum)."""
     st = path.stat()
     return {"input": str(path.resolve()), "bytes": st.st_size, "shape": list(src.shape),
-            "pixel_size_A": src.pixel_size_A, "chunk": s.chunk, "model": file_fingerprint(_model_file(model))}
+            "pixel_size_A": s.pixel_size_A if s.pixel_size_A == LATTICE else src.pixel_size_A, "chunk": s.chunk,
+            "model": file_fingerprint(_model_file(model)),
+            "skip_vacuum": s.skip_vacuum}
 
 
 def _prepare(path: Path, dest: Path, s: TrackSettings):
-    """Open the input, check or write the run's settings, fix the reference frame and contrast."""
-    src = open_image(path, pixel_size_A=s.pixel_size_A)
+    """Open the input, check or write the run's settings, fix the reference frame and contrast, and judge the
+    first frame (`jobs.trust.assess_frame`: the pixel size used and the envelope). Returns
+    (source opened at the pixel size used, stop, reference working image, contrast, trust dict)."""
+    lattice = s.pixel_size_A == LATTICE
+    src = open_image(path, require_pixel_size=False) if lattice else open_image(path, pixel_size_A=s.pixel_size_A)
     stop = src.n_frames if s.stop is None else s.stop
     if not (0 <= s.start < stop <= src.n_frames):
         raise HrtemError(f"{path.name}: frame range {s.start}..{stop} is outside its {src.n_frames} frame(s)")
@@ -200,26 +215,40 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
         raise HrtemError(f"{dest} holds a run of another input or settings; use another `out_dir` or delete "
                          f"{fp_file.parent}", param="out_dir")
     atomic_write(fp_file, lambda p: p.write_text(json.dumps(fp)))
-    ref_file = parts / "reference.npz"
-    if ref_file.exists():
+    ref_file, trust_file = parts / "reference.npz", parts / "trust.json"
+    if ref_file.exists() and trust_file.exists():
+        trust = json.loads(trust_file.read_text())
         with np.load(ref_file) as z:
-            return src, stop, z["image"], str(z["contrast"])
-    seg = _segmenter(s.model, None, s.compile, s.backend)
+            return _at(path, src, trust), stop, z["image"], str(z["contrast"]), trust
+    seg = _segmenter(s.model, None, s.compile, s.backend, s.skip_vacuum)
     seg.set_contrast(s.contrast)
+    source = LATTICE if lattice else ("given" if s.pixel_size_A is not None else "file")
     for first, block in src.frames(s.start, stop, chunk=1):
         if np.isfinite(block[0]).all():
+            t = assess_frame(block[0], None if lattice else src.pixel_size_A, source, name=path.name,
+                             file_pixel_size_A=src.pixel_size_from_file_A)
+            trust = json.loads(json.dumps(t.to_dict(), default=float))
+            src = _at(path, src, trust)
             ref = seg.segment(block[0], src.pixel_size_A, frame=first).working_image
             contrast = "bright" if seg.polarity(ref) > 0 else "dark"
+            atomic_write(trust_file, lambda p, t=trust: p.write_text(json.dumps(t, indent=1)))
             atomic_write(ref_file, lambda p, r=ref, c=contrast, f=first: np.savez(p, image=r, contrast=c, frame=f))
-            return src, stop, ref, contrast
+            return src, stop, ref, contrast, trust
     raise HrtemError(f"{path.name}: every frame in {s.start}..{stop} holds NaN or Inf values; nothing to track")
 
 
+def _at(path: Path, src, trust: dict):
+    """`src`, opened again at the pixel size `trust` decided when that was measured from the lattice."""
+    if trust["pixel_size_source"] != LATTICE:
+        return src
+    return open_image(path, pixel_size_A=trust["pixel_size_A"])
+
+
 def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) -> tuple:
-    """Segment every frame not yet done; returns (source, stop, contrast)."""
+    """Segment every frame not yet done; returns (source, stop, contrast, trust dict)."""
     from tqdm.auto import tqdm
 
-    src, stop, ref, contrast = _prepare(path, dest, s)
+    src, stop, ref, contrast, trust = _prepare(path, dest, s)
     parts = dest / PARTS
     todo = [(a, min(a + s.chunk, stop)) for a in range(s.start, stop, s.chunk)
             if not (parts / f"chunk_{a:08d}.json").exists()]
@@ -227,7 +256,7 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
                desc=f"track {path.name}", unit="frame", smoothing=0.1)
     chunks = [Chunk(path=str(path), pixel_size_A=src.pixel_size_A, first=a, last=b,
                     part=str(parts / f"chunk_{a:08d}"), model=s.model, contrast=contrast, compile=s.compile,
-                    backend=s.backend)
+                    backend=s.backend, skip_vacuum=s.skip_vacuum)
               for a, b in todo]
     if s.workers <= 1 and not s.scheduler:
         for c in chunks:
@@ -236,7 +265,7 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
     else:
         _run_dask(chunks, s, ref, bar)
     bar.close()
-    return src, stop, contrast
+    return src, stop, contrast, trust
 
 
 def _run_dask(chunks: list[Chunk], s: TrackSettings, ref: np.ndarray, bar) -> None:
@@ -285,26 +314,36 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
         raise HrtemError(f"contrast must be bright, dark or auto, got {s.contrast!r}", param="contrast")
     path, dest = Path(path), Path(out_dir)
     t0 = time.perf_counter()
-    src, stop, contrast = run_chunks(path, dest, s, progress)
+    s = replace(s, pixel_size_A=parse_pixel_size(s.pixel_size_A))
+    src, stop, contrast, trust = run_chunks(path, dest, s, progress)
     t_seg = time.perf_counter() - t0
     cols, frames, drift, skipped = gather_parts(dest, s.start, stop, s.chunk)
     if len(frames) == 0:
         raise HrtemError(f"{path.name}: no frame could be segmented (skipped: {_ranges(sorted(skipped))})")
     interval = 1.0 / s.fps if s.fps else src.frame_interval_s
     times = frames * (interval if interval else 1.0)
-    seg = _segmenter(s.model, None, s.compile, s.backend)  # the run's one network (loaded while segmenting)
+    seg = _segmenter(s.model, None, s.compile, s.backend, s.skip_vacuum)  # the run's one network
     scheme = seg.scheme
     ny, nx = src.shape[1:]
     field_A = (nx * src.pixel_size_A, ny * src.pixel_size_A)
     cols, tracks, events = analyze_movie(cols, frames=frames, drift_A=drift, field_A=field_A, times_s=times,
                                          pixel_size_A=src.pixel_size_A, scheme=scheme,
                                          search_range_A=s.search_range_A, memory=s.memory, temporal=s.temporal)
+    if not trust["in_envelope"]:  # out of the envelope: no count is trusted, per frame or in time
+        cap = {c: np.minimum(cols[c].to_numpy(float), CONFIDENCE_CAP) for c in ("confidence", "confidence_raw")
+               if c in cols}
+        cols = cols.assign(**cap)
+        if "confidence" in tracks:
+            tracks = tracks.assign(confidence=np.minimum(tracks["confidence"].to_numpy(float), CONFIDENCE_CAP))
+    atomic_write(dest / "trust.json", lambda p: p.write_text(json.dumps(trust, indent=1)))
     atomic_write(dest / "columns.parquet", lambda p: cols.to_parquet(p, index=False))
     atomic_write(dest / "tracks.parquet", lambda p: tracks.to_parquet(p, index=False))
     atomic_write(dest / "events.csv", lambda p: events.to_csv(p, index=False, float_format="%.4f"))
     summary = {"input": str(path), "out": str(dest), "frames": int(len(frames)), "skipped_frames": sorted(skipped),
                "skipped_reasons": {int(k): v for k, v in sorted(skipped.items())},
-               "frame_interval_s": interval, "pixel_size_A": src.pixel_size_A, "contrast": contrast,
+               "frame_interval_s": interval, "pixel_size_A": src.pixel_size_A,
+               "pixel_size_source": trust["pixel_size_source"], "in_envelope": trust["in_envelope"],
+               "warnings": trust["warnings"], "contrast": contrast,
                "columns_per_frame": float(len(cols) / len(frames)), "tracks": int(len(tracks)),
                "events": int(len(events)), "event_kinds": events["kind"].value_counts().to_dict(),
                "segment_seconds": round(t_seg, 2), "settings": _jsonable(asdict(s))}

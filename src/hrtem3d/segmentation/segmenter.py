@@ -25,6 +25,7 @@ from hrtem3d.model.runtime import make_engine
 from hrtem3d.model.unet import pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import apply_calibration
+from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
 
 TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
 # extra fields follow: p_column (column probability at the centre), p_<class> (pooled class probabilities),
@@ -112,11 +113,15 @@ class Segmenter:
             calibrated on the first image segmented; opt-in, see docs/benchmarks.md).
         tta: test-time augmentation, the number of the square's symmetries (1, 2, 4 or 8) whose
             class probabilities are averaged; costs that many forward passes.
+        skip_vacuum: run the network only on boxes around what is not vacuum (`segmentation.vacuum`),
+            grown by `vacuum_margin` working pixels; the rest of the frame is background.
+        vacuum_margin: context kept around the particle (working pixels); None takes
+            `VACUUM_MARGIN_A` (10 Å, 64 pixels for the shipped model), at most the seam-free overlap.
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
                  overlap: int | None = None, contrast: str = "auto", threads: int | None = None, compile: bool = False,
-                 tta: int = 1, backend: str = "auto"):
+                 tta: int = 1, backend: str = "auto", skip_vacuum: bool = True, vacuum_margin: int | None = None):
         if tta not in (1, 2, 4, 8):
             raise HrtemError(f"tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}", param="tta")
         self.tta = tta
@@ -141,6 +146,12 @@ class Segmenter:
             raise HrtemError(f"tile {tile} must exceed twice the overlap {self.overlap} (working pixels)",
                              param="tile")
         self.tile = tile
+        self.skip_vacuum = skip_vacuum
+        self.multiple = getattr(getattr(self.model, "config", None), "multiple", 16)
+        if vacuum_margin is None:
+            m = self.multiple
+            vacuum_margin = min(self.overlap, -(-int(round(VACUUM_MARGIN_A / self.pixel_size_A)) // m) * m)
+        self.vacuum_margin = vacuum_margin
         self.set_contrast(contrast)
         self._engine_args = dict(device=self.device, threads=threads, compile=compile)
         float_engine = make_engine(self.model, backend="auto" if backend == "int8" else backend, **self._engine_args)
@@ -160,9 +171,19 @@ class Segmenter:
         self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
 
     @torch.inference_mode()
-    def probabilities(self, work: np.ndarray) -> np.ndarray:
-        """Class probabilities `[C, y, x]` of a normalised working-grid image, tiled with overlap."""
+    def probabilities(self, work: np.ndarray, regions: list[tuple[int, int, int, int]] | None = None) -> np.ndarray:
+        """Class probabilities `[C, y, x]` of a normalised working-grid image, tiled with overlap.
+
+        `regions`: boxes `(y0, y1, x0, x1)` (working pixels, on the pooling grid) where the network runs;
+        elsewhere the probabilities are background's (1 for class 0). None: the whole image.
+        """
         ny, nx = work.shape
+        if regions is not None and list(regions) != [(0, ny, 0, nx)]:
+            out = np.zeros((self.scheme.n_classes, ny, nx), np.float32)
+            out[0] = 1
+            for y0, y1, x0, x1 in regions:
+                out[:, y0:y1, x0:x1] = self.probabilities(work[y0:y1, x0:x1])
+            return out
         if max(ny, nx) <= self.tile:
             return self._forward(work)
         out = np.zeros((self.scheme.n_classes, ny, nx), np.float32)
@@ -190,13 +211,16 @@ class Segmenter:
             p = p + torch.softmax(logits / self.temperature, 1)
         return (p[0] / self.tta).numpy()
 
-    def polarity(self, work: np.ndarray) -> float:
-        """+1 if atoms are bright as in training, -1 if dark (decided on a central crop)."""
+    def polarity(self, work: np.ndarray, centre: tuple[int, int] | None = None) -> float:
+        """+1 if atoms are bright as in training, -1 if dark (decided on a crop about `centre`, `(y, x)`
+        working pixels; default the image's centre)."""
         if self._sign is not None:
             return self._sign
         ny, nx = work.shape
         s = min(256, ny, nx)
-        crop = work[(ny - s) // 2:(ny + s) // 2, (nx - s) // 2:(nx + s) // 2]
+        cy, cx = centre or (ny // 2, nx // 2)
+        y0, x0 = min(max(0, cy - s // 2), ny - s), min(max(0, cx - s // 2), nx - s)
+        crop = work[y0:y0 + s, x0:x0 + s]
         score = []
         for sign in (1.0, -1.0):
             p = self._forward(sign * crop, self._polarity_engine)
@@ -217,8 +241,13 @@ class Segmenter:
                              "give `pixel_size_A`", param="pixel_size_A")
         work, factors = to_working_grid(image.astype(np.float32), pixel_size_A, self.pixel_size_A)
         work = self.normalize(work)
-        work = self.polarity(work) * work
-        probs = self.probabilities(work)
+        regions = None
+        if self.skip_vacuum:
+            regions = particle_regions(image, pixel_size_A, margin_px=self.vacuum_margin, multiple=self.multiple,
+                                       factors=factors, shape=work.shape)
+        big = max(regions, key=lambda b: (b[1] - b[0]) * (b[3] - b[2])) if regions else None
+        work = self.polarity(work, ((big[0] + big[1]) // 2, (big[2] + big[3]) // 2) if big else None) * work
+        probs = self.probabilities(work, regions)
         cols = find_columns(probs, self.scheme, self.pixel_size_A, class_weights=self.class_weights)
         if self.detection and len(cols):
             need = cols["species"].map({s: self.detection.get(s, 0.0) for s in self.scheme.species}).fillna(0.0)
