@@ -4,10 +4,13 @@ of the plain reference U-Net (16-32-64-128, two 3x3 conv+BN+ReLU per level, 12 c
 The frame: the demo movie's simulated CeO2 particle (0.08 Å/px) padded with vacuum to 1024², Poisson noise
 at 1000 e/Å², uint16 TIFF. End to end = read the TIFF, normalise, resample to the model's pixel size,
 network, column table (the per-pixel maps on the input grid are made only when written; figures and
-file writing excluded). Backends alternate within each round, the reference among them, so the ratios
+file writing excluded). Every backend runs as `segment` does (vacuum skipped, `segmentation.vacuum`), and
+the first one also on the whole frame (`--whole-frame`) and at each `--margin` (working pixels of
+context around the particle). Runs alternate within each round, the reference among them, so the ratios
 hold on a loaded machine. Prints a markdown table.
 
-    .venv/bin/python benchmarks/bench_segment.py [--backend onnx --backend torch --backend int8] [--rounds 5]
+    .venv/bin/python benchmarks/bench_segment.py [--backend onnx --backend torch --backend int8] [--rounds 5] \
+        [--margin 96]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--backend", action="append", default=None)
+    ap.add_argument("--margin", action="append", type=int, default=[], help="extra vacuum margins (pixels)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from bench_track import make_movie
@@ -48,6 +52,12 @@ def main() -> None:
     x = torch.from_numpy(tifffile.imread(path).astype(np.float32))[None, None]
     backends = a.backend or ["torch", "onnx", "int8"]
     segs = {b: Segmenter(a.model, contrast="bright", backend=b, threads=a.threads) for b in backends}
+    first = backends[0]
+    segs[f"{first}, whole frame"] = Segmenter(a.model, contrast="bright", backend=first, threads=a.threads,
+                                              skip_vacuum=False)
+    for m in a.margin:
+        segs[f"{first}, margin {m} px"] = Segmenter(a.model, contrast="bright", backend=first, threads=a.threads,
+                                                    vacuum_margin=m)
 
     def end_to_end(seg):
         src = open_image(path, pixel_size_A=0.08)
@@ -74,9 +84,12 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     print(f"| reference plain U-Net forward, 1024² (baseline) | {np.median(t_ref):.3f} | 1.00 | "
           f"{1 / np.median(t_ref):.1f} | |")
-    for b in backends:
+    for b in segs:
         t = np.array(times[b])
-        print(f"| segment end to end, backend {segs[b].backend} | {np.median(t):.3f} | {np.median(t / t_ref):.3f} | "
+        what = f"backend {b}" if b in backends else b
+        if b in backends and segs[b].skip_vacuum:
+            what += f" (vacuum skipped, margin {segs[b].vacuum_margin} px)"
+        print(f"| segment end to end, {what} | {np.median(t):.3f} | {np.median(t / t_ref):.3f} | "
               f"{1 / np.median(t):.1f} | {n_cols[b]} |")
 
 

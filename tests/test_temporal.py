@@ -221,16 +221,17 @@ def test_absent_column_gives_a_gain_event():
     assert len(born) == 1 and born.frame.iat[0] == 15 and born.n_after.iat[0] == 3
 
 
+@pytest.mark.parametrize("bin", [1, 2])  # 2: as `track` measures it, on frames binned 2 x 2
 @pytest.mark.parametrize("offset", [0.0, 100.0])  # counts sit on a large mean, which must not pin the shift
 @pytest.mark.parametrize("shift", [(3.4, -1.7), (-0.6, 2.25)])
-def test_frame_shift_measures_drift(shift, offset):
+def test_frame_shift_measures_drift(shift, offset, bin):
     from scipy.ndimage import fourier_shift, gaussian_filter
 
     rng = np.random.default_rng(0)
     img = gaussian_filter(rng.normal(size=(128, 128)), 2) + offset
     img[40:90, 30:100] += 2  # a particle-like blob
     moved = np.fft.ifftn(fourier_shift(np.fft.fftn(img), (shift[1], shift[0]))).real
-    dx, dy = frame_shift(img, moved)
+    dx, dy = frame_shift(img, moved, bin=bin)
     assert abs(dx - shift[0]) < 0.1 and abs(dy - shift[1]) < 0.1
 
 

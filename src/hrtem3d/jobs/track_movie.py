@@ -29,6 +29,8 @@ from hrtem3d.tracking.drift import frame_shift
 from hrtem3d.tracking.temporal import TemporalModel, name_probabilities
 
 PARTS = ".parts"
+DRIFT_BIN = 2  # drift from working images binned 2 x 2 (0.32 Å pixels for the shipped model): 4x fewer pixels,
+# the same 1/20-pixel precision (docs/benchmarks.md, issue 13)
 
 
 @dataclass
@@ -119,7 +121,7 @@ def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: 
     this frame is the reference, drift 0).
     """
     s = seg.segment(frame, pixel_size_A, frame=index)
-    dx, dy = frame_shift(reference, s.working_image) if reference is not None else (0.0, 0.0)
+    dx, dy = frame_shift(reference, s.working_image, bin=DRIFT_BIN) if reference is not None else (0.0, 0.0)
     d = (dx * seg.pixel_size_A, dy * seg.pixel_size_A)
     table = name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1])
     return table, d, s.working_image

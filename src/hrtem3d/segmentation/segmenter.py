@@ -248,7 +248,10 @@ class Segmenter:
         big = max(regions, key=lambda b: (b[1] - b[0]) * (b[3] - b[2])) if regions else None
         work = self.polarity(work, ((big[0] + big[1]) // 2, (big[2] + big[3]) // 2) if big else None) * work
         probs = self.probabilities(work, regions)
-        cols = find_columns(probs, self.scheme, self.pixel_size_A, class_weights=self.class_weights)
+        # columns are looked for only where the network ran (the boxes' bounding box): elsewhere is background
+        y0, y1, x0, x1 = _bounding_box(regions, work.shape)
+        cols = find_columns(probs[:, y0:y1, x0:x1], self.scheme, self.pixel_size_A, class_weights=self.class_weights)
+        cols["x_px"], cols["y_px"] = cols["x_px"] + x0, cols["y_px"] + y0
         if self.detection and len(cols):
             need = cols["species"].map({s: self.detection.get(s, 0.0) for s in self.scheme.species}).fillna(0.0)
             cols = cols[cols["p_column"] >= need].reset_index(drop=True)
@@ -267,6 +270,14 @@ class Segmenter:
         cols["y_A"] = cols["y_px"] * pixel_size_A
         cols = cols[TABLE_FIELDS + [c for c in cols.columns if c not in TABLE_FIELDS]]
         return Segmentation(cols, work, probs, image.shape)
+
+
+def _bounding_box(regions: list | None, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) holding every box of `regions`; the whole `shape` when there are none."""
+    if not regions:
+        return 0, shape[0], 0, shape[1]
+    b = np.asarray(regions)
+    return int(b[:, 0].min()), int(b[:, 1].max()), int(b[:, 2].min()), int(b[:, 3].max())
 
 
 def _load(model, device) -> tuple[torch.nn.Module, dict]:
