@@ -34,6 +34,7 @@ TARGETS: dict[str, list[str]] = {
     "segmentation/columns.py": ["tests/test_analyze.py", "-k",
                                 "subpixel or class_weights or background or disc_offsets"],
     "segmentation/segmenter.py": ["tests/test_shipped_model.py", "-k", "not track"],
+    "segmentation/vacuum.py": ["tests/test_vacuum.py"],
     "segmentation/confidence.py": ["tests/test_confidence.py", "tests/test_shipped_model.py", "-k", "calibration"],
     "data/resample.py": ["tests/test_analyze.py", "-k", "binning or resampling"],
     "data/normalize.py": ["tests/test_normalize.py"],

@@ -15,7 +15,7 @@ from hrtem3d.cli import app
 from hrtem3d.data.normalize import noise_level
 from hrtem3d.evaluate.metrics import match_columns
 from hrtem3d.model.io import default_model_path, read_metadata
-from hrtem3d.segmentation.segmenter import Segmenter
+from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
 from hrtem3d.simulate.movie import write_movie
 
 META = read_metadata(default_model_path())
@@ -111,3 +111,60 @@ def test_track_measures_and_removes_a_non_diagonal_drift(shipped_movie, tmp_path
     # per frame, the corrected position of a tracked column stays put
     linked = cols[cols.column_id >= 0]
     assert linked.groupby("column_id")[["xc_A", "yc_A"]].std().max().max() < 0.3
+
+
+def test_auto_contrast_of_a_dark_particle_in_a_corner_of_a_vacuum_frame(shipped_movie):
+    """The polarity is decided where the particle is (the largest non-vacuum box), not on the frame's
+    centre, which here holds only vacuum."""
+    m = shipped_movie
+    frame0 = m.frames[0].astype(np.float32)
+    dark = 2 * frame0.mean() - frame0  # relative contrast exactly negated
+    rng = np.random.default_rng(4)
+    big = rng.poisson(float(np.median(dark[:8])), (720, 720)).astype(np.float32)
+    big[-320:, :320] = dark  # bottom-left corner; the centre crop (232..488) sees no particle
+    seg = Segmenter()  # contrast "auto"
+    found = seg.segment(big, m.pixel_size_A).columns
+    assert seg.polarity(np.zeros((8, 8))) == -1.0  # decided: atoms dark
+    truth = m.truth[m.truth.frame == 0].assign(y_px=lambda t: t.y_px + 400)
+    truth = truth.assign(x_A=truth.x_px * m.pixel_size_A, y_A=truth.y_px * m.pixel_size_A)
+    precision, recall = _precision_recall(truth, found)
+    assert recall >= 0.9 and precision >= 0.95
+
+
+def test_a_frame_without_columns_gives_an_empty_table_with_every_field():
+    seg = Segmenter(contrast="bright")
+    s = seg.segment(np.full((96, 160), 50.0, np.float32), 0.16)  # flat: vacuum without noise
+    assert len(s.columns) == 0
+    assert list(s.columns.columns[:len(TABLE_FIELDS)]) == TABLE_FIELDS and "intensity" in s.columns
+    assert s.labels.shape == (96, 160) and not s.labels.any()
+
+
+def test_per_pixel_maps_on_a_non_square_input_are_skimage_resizes_of_the_working_maps(shipped_movie):
+    from skimage.transform import resize
+
+    m = shipped_movie
+    img = m.frames[0][:300, :260].astype(np.float32)  # 300 x 260 at 0.16 Å -> resampled to 0.0995 Å
+    up = resize(img, (483, 418), order=1, preserve_range=True).astype(np.float32)
+    s = Segmenter(contrast="bright").segment(up, 0.16 * 300 / 483)
+    assert s.probs.shape[1:] != up.shape and s.labels.shape == up.shape == s.confidence.shape
+    want = resize(s.probs.argmax(0).astype(np.uint8), up.shape, order=0, preserve_range=True, anti_aliasing=False)
+    assert (s.labels == want).all()
+    conf = resize(s.probs.max(0), up.shape, order=1, preserve_range=True, anti_aliasing=False)
+    np.testing.assert_allclose(s.confidence[2:-2, 2:-2], conf[2:-2, 2:-2], atol=1e-5)  # bilinear, same centres
+    np.testing.assert_allclose(s.confidence, conf, atol=0.01)  # the outermost pixels: edge handling differs
+
+
+def test_an_in_memory_network_is_checked_and_used_as_given(shipped_movie):
+    from hrtem3d.errors import HrtemError
+    from hrtem3d.model.io import load_default_model
+
+    net, meta = load_default_model("cpu")
+    m = shipped_movie
+    a = Segmenter((net, meta), contrast="bright").segment(m.frames[0], m.pixel_size_A).columns
+    b = Segmenter(contrast="bright").segment(m.frames[0], m.pixel_size_A).columns
+    pd.testing.assert_frame_equal(a, b)
+    for bad in ((net, "meta"), ("net", meta), (net,), 3):
+        with pytest.raises(HrtemError):
+            Segmenter(bad)
+    with pytest.raises(HrtemError, match="pixel_size_A"):
+        Segmenter((net, {"scheme": meta["scheme"]}))
