@@ -168,3 +168,15 @@ def test_an_in_memory_network_is_checked_and_used_as_given(shipped_movie):
             Segmenter(bad)
     with pytest.raises(HrtemError, match="pixel_size_A"):
         Segmenter((net, {"scheme": meta["scheme"]}))
+
+
+def test_int8_backend_calibrates_on_the_first_frame_and_counts_close_to_float(shipped_movie):
+    m = shipped_movie
+    q = Segmenter(contrast="bright", backend="int8")
+    assert q.backend == "int8" and q.engine is None  # quantised only when it has seen a frame
+    got = q.segment(m.frames[0], m.pixel_size_A).columns
+    assert q.engine is not None and q.engine.backend == "int8"
+    ref = Segmenter(contrast="bright").segment(m.frames[0], m.pixel_size_A).columns
+    mm = match_columns(ref.assign(x_A=ref.x_px * m.pixel_size_A, y_A=ref.y_px * m.pixel_size_A), got)
+    hit = mm.pred_row >= 0
+    assert hit.mean() >= 0.97 and (mm.pred_n[hit] == mm.n_atoms[hit]).mean() >= 0.85

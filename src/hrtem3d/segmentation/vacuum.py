@@ -35,7 +35,8 @@ BAND_A = (0.25, 1.2)   # difference-of-Gaussians sigmas (Å): passes lattice fri
 SMOOTH_A = 4.0         # local energy averaged over a Gaussian of this sigma (Å) to find what is not vacuum
 THRESHOLD = 2.0        # excess band energy over white shot noise that marks "not vacuum"
 EXTENT_SMOOTH_A = 2.0  # a finer smoothing that bounds what was found (less reach into the vacuum around)
-EXTENT_THRESHOLD = 3.0  # its threshold (its vacuum reads up to about 2 on a 2048² frame)
+EXTENT_THRESHOLD = 2.0  # its threshold, looked at only inside what the coarse map found (at 3, a faint
+# particle's thin edges at 300 e/Å² fell outside: its box shrank by 3 Å and more, eating the margin)
 VACUUM_MARGIN_A = 10.0  # context kept around what is found (Å); measured in docs/benchmarks.md
 GRID_A = 0.3           # the statistic is computed on a grid about this coarse (Å per pixel), binned
 
