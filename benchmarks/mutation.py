@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS: dict[str, list[str]] = {
     "segmentation/columns.py": ["tests/test_analyze.py", "-k",
                                 "subpixel or class_weights or background or disc_offsets"],
-    "segmentation/segmenter.py": ["tests/test_shipped_model.py", "-k", "not track"],
+    "segmentation/segmenter.py": ["tests/test_shipped_model.py", "tests/test_vacuum.py", "-k", "not track"],
     "segmentation/vacuum.py": ["tests/test_vacuum.py"],
     "segmentation/confidence.py": ["tests/test_confidence.py", "tests/test_shipped_model.py", "-k", "calibration"],
     "data/resample.py": ["tests/test_analyze.py", "-k", "binning or resampling"],

@@ -113,7 +113,8 @@ def test_track_measures_and_removes_a_non_diagonal_drift(shipped_movie, tmp_path
     assert linked.groupby("column_id")[["xc_A", "yc_A"]].std().max().max() < 0.3
 
 
-def test_auto_contrast_of_a_dark_particle_in_a_corner_of_a_vacuum_frame(shipped_movie):
+@pytest.mark.parametrize("corner", ["bottom-left", "top-right"])
+def test_auto_contrast_of_a_dark_particle_in_a_corner_of_a_vacuum_frame(shipped_movie, corner):
     """The polarity is decided where the particle is (the largest non-vacuum box), not on the frame's
     centre, which here holds only vacuum."""
     m = shipped_movie
@@ -121,11 +122,12 @@ def test_auto_contrast_of_a_dark_particle_in_a_corner_of_a_vacuum_frame(shipped_
     dark = 2 * frame0.mean() - frame0  # relative contrast exactly negated
     rng = np.random.default_rng(4)
     big = rng.poisson(float(np.median(dark[:8])), (720, 720)).astype(np.float32)
-    big[-320:, :320] = dark  # bottom-left corner; the centre crop (232..488) sees no particle
+    oy, ox = (400, 0) if corner == "bottom-left" else (0, 400)
+    big[oy:oy + 320, ox:ox + 320] = dark  # the centre crop (232..488) sees no particle
     seg = Segmenter()  # contrast "auto"
     found = seg.segment(big, m.pixel_size_A).columns
     assert seg.polarity(np.zeros((8, 8))) == -1.0  # decided: atoms dark
-    truth = m.truth[m.truth.frame == 0].assign(y_px=lambda t: t.y_px + 400)
+    truth = m.truth[m.truth.frame == 0].assign(y_px=lambda t: t.y_px + oy, x_px=lambda t: t.x_px + ox)
     truth = truth.assign(x_A=truth.x_px * m.pixel_size_A, y_A=truth.y_px * m.pixel_size_A)
     precision, recall = _precision_recall(truth, found)
     assert recall >= 0.9 and precision >= 0.95

@@ -22,6 +22,16 @@ def test_shot_noise_alone_reads_as_vacuum(counts, pixel_size_A):
     assert particle_regions(img, pixel_size_A, margin_px=8) == [(0, 512, 0, 512)]  # nothing found: keep all
 
 
+def test_shot_noise_under_a_smooth_illumination_gradient_reads_as_vacuum():
+    """The noise is measured from 2 x 2 checkerboard differences, which cancel a smooth gradient (a plain
+    difference of neighbours would count the gradient as noise and read the frame as quieter than it is)."""
+    yy, xx = np.mgrid[0:512, 0:512]
+    lam = 20 + 400 * (xx / 511) ** 2 + 200 * yy / 511  # a strong, curved illumination falloff
+    img = np.random.default_rng(3).poisson(lam).astype(np.float32)
+    ex, _ = excess_energy(img, 0.1)
+    assert 0.8 < float(np.median(ex)) < 1.25
+
+
 def test_a_lattice_patch_is_boxed_with_its_margin_on_the_pooling_grid():
     rng = np.random.default_rng(0)
     mean = 50.0
@@ -53,6 +63,23 @@ def test_two_patches_far_apart_get_two_boxes_and_near_ones_merge():
     far = particle_regions(img, 0.1, margin_px=16, multiple=16)
     assert len(far) == 2 and far[0][1] < far[1][0]
     assert particle_regions(img, 0.1, margin_px=300, multiple=16) == [(0, 800, 0, 800)]  # merged, then all
+
+
+@pytest.mark.parametrize("mirror", [False, True])  # the first box found reaches further right, or left
+def test_overlapping_boxes_merge_into_one_that_holds_both(mirror):
+    rng = np.random.default_rng(8)
+    lam = np.full((700, 800), 40.0, np.float32)
+    lam[100:200, 450:560] *= 1 + 0.1 * lattice_image((100, 110), 0.1, rng=rng)  # upper, to the right
+    lam[350:450, 150:460] *= 1 + 0.1 * lattice_image((100, 310), 0.1, rng=rng)  # lower, reaching further left
+    if mirror:
+        lam = lam[:, ::-1]
+    img = rng.poisson(lam).astype(np.float32)
+    apart = particle_regions(img, 0.1, margin_px=8, multiple=8)
+    assert len(apart) == 2  # two areas 15 Å apart...
+    (y0, y1, x0, x1), = particle_regions(img, 0.1, margin_px=80, multiple=8)  # ...whose boxes overlap
+    if mirror:
+        x0, x1 = 800 - x1, 800 - x0
+    assert y0 <= 100 - 80 and y1 >= 450 + 80 and x0 <= 150 - 80 and x1 >= 560 + 80
 
 
 def test_vacuum_skipping_loses_no_column_of_a_particle_at_the_frame_and_tile_edges(shipped_movie):
