@@ -43,6 +43,30 @@ def test_columns_found_at_subpixel_positions_with_their_class():
     assert np.allclose(cols.confidence, 0.9, atol=0.02)
 
 
+def test_subpixel_offset_of_a_peak_on_the_border_is_not_pulled_onto_the_neighbour():
+    """One Gaussian (sigma 1.5 px) per image; its log is a parabola, so the three-point fit is exact
+    where both neighbours exist. On the first row (centre 0.3 px, max pixel 0) or the last column
+    (centre nx - 1.3, max pixel nx - 1) one neighbour is missing: the offset is 0, an error of 0.3 px
+    (a fit that reuses the peak as its missing neighbour gives -0.5, an error of 0.8 px)."""
+    from hrtem3d.segmentation.columns import _log_parabola
+
+    ny, nx, sigma = 24, 32, 1.5
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    # (y, x) centre, its max pixel, tolerance (px) on both axes
+    cases = [((0.3, 12.0), (0, 12), 0.5),                # first row
+             ((10.0, nx - 1.3), (10, nx - 1), 0.5),      # last column
+             ((1.3, 20.4), (1, 20), 0.05),               # one pixel in: both neighbours exist
+             ((ny - 2.3, 1.3), (ny - 2, 1), 0.05),
+             ((11.6, 17.2), (12, 17), 0.05)]             # interior
+    for (y0, x0), (iy, ix), tol in cases:
+        f = np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * sigma**2))
+        assert np.unravel_index(f.argmax(), f.shape) == (iy, ix)
+        peaks = np.array([[iy, ix]])
+        y = iy + _log_parabola(f, peaks, axis=0)[0]
+        x = ix + _log_parabola(f, peaks, axis=1)[0]
+        assert abs(y - y0) < tol and abs(x - x0) < tol, ((y0, x0), (y, x))
+
+
 def test_class_weights_of_the_loss_are_divided_out():
     # the network says Ce 6 (0.55) over Ce 7 (0.45); if it was trained with Ce 6 weighted 2x, the
     # unbiased odds are 0.275 : 0.45, so the column is Ce 7
