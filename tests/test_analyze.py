@@ -38,9 +38,64 @@ def test_columns_found_at_subpixel_positions_with_their_class():
     cols = cols.sort_values("x_px").reset_index(drop=True)
     for (x, y), row in zip(sorted(centres), cols.itertuples()):
         assert abs(row.x_px - x) < 0.25 and abs(row.y_px - y) < 0.25
+        # p_column: the column probability (a Gaussian of sigma 1.5 px, peak 1) smoothed by a 0.7 px
+        # Gaussian, read at the nearest pixel: s^2/(s^2 + 0.49) exp(-d^2 / (2 (s^2 + 0.49)))
+        d2 = (np.rint(x) - x) ** 2 + (np.rint(y) - y) ** 2
+        s2 = 1.5**2 + 0.7**2
+        assert row.p_column == pytest.approx(1.5**2 / s2 * np.exp(-d2 / (2 * s2)), abs=2e-3)
     assert list(cols.species) == ["Ce", "Ce", "O"]
     assert list(cols.n_atoms) == [7, 2, 3]
     assert np.allclose(cols.confidence, 0.9, atol=0.02)
+
+
+def test_subpixel_offset_of_a_peak_on_the_border_is_not_pulled_onto_the_neighbour():
+    """One Gaussian (sigma 1.5 px) per image; its log is a parabola, so the three-point fit is exact
+    where both neighbours exist. On the first row (centre 0.3 px, max pixel 0) or the last column
+    (centre nx - 1.3, max pixel nx - 1) one neighbour is missing: the offset is 0, an error of 0.3 px
+    (a fit that reuses the peak as its missing neighbour gives -0.5, an error of 0.8 px)."""
+    from hrtem3d.segmentation.columns import _log_parabola
+
+    ny, nx, sigma = 24, 32, 1.5
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    # (y, x) centre, its max pixel, tolerance (px) on both axes
+    cases = [((0.3, 12.0), (0, 12), 0.5),                # first row
+             ((10.0, nx - 1.3), (10, nx - 1), 0.5),      # last column
+             ((1.3, 20.4), (1, 20), 0.05),               # one pixel in: both neighbours exist
+             ((ny - 2.3, 1.3), (ny - 2, 1), 0.05),
+             ((11.6, 17.2), (12, 17), 0.05)]             # interior
+    for (y0, x0), (iy, ix), tol in cases:
+        f = np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * sigma**2))
+        assert np.unravel_index(f.argmax(), f.shape) == (iy, ix)
+        peaks = np.array([[iy, ix]])
+        y = iy + _log_parabola(f, peaks, axis=0)[0]
+        x = ix + _log_parabola(f, peaks, axis=1)[0]
+        assert abs(y - y0) < tol and abs(x - x0) < tol, ((y0, x0), (y, x))
+
+
+def test_pooling_disc_offsets_scale_with_the_pixel_size():
+    """Class probabilities are pooled over a disc of pool_radius_A / pixel_size_A pixels (at least 1),
+    weighted by the column probability fg. One column (fg = 0.95 exp(-d^2 / 32), d in px) reads
+    Ce 7 on its centre and 4 neighbours (d^2 <= 1) and O 3 further out. A 0.35 Å disc at 0.16 Å/px
+    (2.19 px; so 0.175 Å at 0.08 Å/px) holds 1, 4, 4, 4 lattice points at d^2 = 0, 1, 2, 4: O 3 wins
+    with share (4 e^(-2/16) + 4 e^(-4/16)) / (1 + 4 e^(-1/16) + 4 e^(-2/16) + 4 e^(-4/16)) (fg^2
+    weights, as p = fg there). A 1 px disc holds only Ce 7."""
+    ce7, o3 = DEFAULT_SCHEME.class_of("Ce", 7), DEFAULT_SCHEME.class_of("O", 3)
+    yy, xx = np.mgrid[0:33, 0:33]
+    d2 = (yy - 16) ** 2 + (xx - 16) ** 2
+    fg = (0.95 * np.exp(-d2 / 32)).astype(np.float32)
+    probs = np.zeros((DEFAULT_SCHEME.n_classes, 33, 33), np.float32)
+    probs[0] = 1 - fg
+    probs[ce7] = np.where(d2 <= 1, fg, 0)
+    probs[o3] = np.where(d2 <= 1, 0, fg)
+    e = np.exp(-np.array([0, 1, 2, 4]) / 16)
+    share_o = 4 * (e[2] + e[3]) / (e[0] + 4 * (e[1] + e[2] + e[3]))
+    for pixel_A, radius_A in ((0.16, 0.35), (0.08, 0.175)):
+        cols = find_columns(probs, DEFAULT_SCHEME, pixel_A, pool_radius_A=radius_A)
+        assert len(cols) == 1 and (cols.x_px.iat[0], cols.y_px.iat[0]) == (16.0, 16.0)
+        assert (cols.species.iat[0], cols.n_atoms.iat[0]) == ("O", 3)
+        assert cols.confidence.iat[0] == pytest.approx(share_o, abs=1e-5)
+    one = find_columns(probs, DEFAULT_SCHEME, 0.16, pool_radius_A=0.16)
+    assert (one.species.iat[0], one.n_atoms.iat[0], one.confidence.iat[0]) == ("Ce", 7, pytest.approx(1.0))
 
 
 def test_class_weights_of_the_loss_are_divided_out():

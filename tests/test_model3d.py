@@ -127,6 +127,34 @@ def test_bad_tables_are_one_clear_error(change, message):
     assert "\n" not in str(e.value)
 
 
+def test_hull_volume_of_a_regular_tetrahedron_and_of_three_atoms():
+    """Four atoms at alternate corners of a cube of side 2 s: a regular tetrahedron of edge
+    a = 2 sqrt(2) s and volume a^3 / (6 sqrt(2)) (= 8 s^3 / 3, the cube less its four corners);
+    three atoms have no volume."""
+    from ase import Atoms
+
+    s = 1.7
+    corners = s * np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float) + [3.0, -2.0, 0.5]
+    a = 2 * np.sqrt(2) * s
+    assert hull_volume_A3(Atoms("Ce4", positions=corners)) == pytest.approx(a**3 / (6 * np.sqrt(2)), rel=1e-12)
+    assert hull_volume_A3(Atoms("Ce4", positions=corners)) == pytest.approx(8 * s**3 / 3, rel=1e-12)
+    assert hull_volume_A3(Atoms("Ce3", positions=corners[:3])) == 0.0
+
+
+def test_spacing_below_one_angstrom_stacks_atoms_that_far_apart():
+    """spacing_A = 0.5 Å: a 3-atom column sits at z = -0.5, 0, 0.5 (symmetric) or 0, 0.5, 1 Å (flat)."""
+    one = pd.DataFrame({"x_A": [1.0], "y_A": [2.0], "species": ["Ce"], "n_atoms": [3]})
+    sym = columns_to_atoms(one, "symmetric", spacing_A=0.5)
+    assert np.allclose(np.sort(sym.positions[:, 2]), [-0.5, 0.0, 0.5])
+    assert np.allclose(sym.positions[:, :2], [1.0, 2.0])
+    assert sym.info["spacing_A"] == 0.5
+    assert np.allclose(np.sort(columns_to_atoms(one, "flat", spacing_A=0.5).positions[:, 2]), [0.0, 0.5, 1.0])
+    for bad in (0.0, -0.5, np.nan):
+        with pytest.raises(HrtemError, match="spacing along the beam must be a positive length") as e:
+            columns_to_atoms(one, spacing_A=bad)
+        assert "\n" not in str(e.value)
+
+
 def test_bad_rule_or_spacing_is_an_error():
     with pytest.raises(HrtemError, match="stacking rule"):
         columns_to_atoms(pd.DataFrame(GOOD), rule="top")

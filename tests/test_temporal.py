@@ -10,7 +10,7 @@ from hrtem3d.labels import DEFAULT_SCHEME
 from hrtem3d.tracking.changepoint import ChangeModel, segments
 from hrtem3d.tracking.drift import frame_shift
 from hrtem3d.tracking.events import classify, find_events
-from hrtem3d.tracking.linking import link_columns, track_table
+from hrtem3d.tracking.linking import link_columns, track_species, track_table
 from hrtem3d.tracking.temporal import TemporalModel, denoise_depths, probability_columns, segment_depths
 
 PX = 0.1  # Å per pixel of the synthetic frames
@@ -154,6 +154,52 @@ def test_linking_with_drift_gives_one_id_per_true_column():
     # without drift correction the 0.14 Å/frame drift over 30 frames (4 Å) breaks the tracks
     no_drift = link_columns(cols.drop(columns=["drift_x_A", "drift_y_A"]), search_range_A=0.1, merge_A=0.0)
     assert no_drift["column_id"].nunique() > len(truth)
+
+
+def _column_rows(sites, frames):
+    """Hand-made column table (COLUMN_FIELDS, no drift, no class probabilities): one row per frame
+    in `frames[name]` for each site name -> (x_A, y_A, species), in the order `sites` lists them."""
+    rows = []
+    for f in range(max(max(v) for v in frames.values()) + 1):
+        for name, (x, y, sp) in sites.items():
+            if f in frames[name]:
+                rows.append({"frame": f, "column_id": -1, "x_px": x / PX, "y_px": y / PX, "x_A": x, "y_A": y,
+                             "species": sp, "n_atoms": 4, "confidence": 0.9, "site": name})
+    return pd.DataFrame(rows)
+
+
+def test_linking_memory_keeps_an_id_through_five_missed_frames_not_six():
+    """`memory` (default 5) is the number of consecutive frames a column may be missing and keep its
+    id. The column comes back 0.2 Å away (inside the search range, outside merge_A = 0, so the gap
+    merge cannot join it); a second column is seen in every frame."""
+    for gap, n_ids in ((5, 1), (6, 2)):
+        frames = {"a": [f for f in range(16) if not 4 <= f < 4 + gap], "b": list(range(16))}
+        cols = _column_rows({"a": (10.0, 10.0, "Ce"), "b": (30.0, 5.0, "Ce")}, frames)
+        back = cols.frame >= 4 + gap
+        cols.loc[back & (cols.site == "a"), "x_A"] += 0.2
+        linked = link_columns(cols, merge_A=0.0)
+        assert linked[linked.site == "a"].column_id.nunique() == n_ids, gap
+        assert linked[linked.site == "b"].column_id.nunique() == 1
+
+
+def test_track_ids_follow_first_frame_then_y_then_x():
+    """Ids 0..n-1 sorted by first frame, then mean y, then mean x, whatever the table's row order:
+    frame 0 lists y = 20, 0, 10, 10 Å (a 3-cycle of the y order, and two at y = 10 listed x = 15
+    before x = 5); e, with the smallest y, first appears in frame 1 and comes last."""
+    sites = {"a": (5.0, 20.0, "Ce"), "b": (5.0, 0.0, "O"), "d": (15.0, 10.0, "Ce"), "c": (5.0, 10.0, "O"),
+             "e": (25.0, -5.0, "Ce")}
+    frames = {k: [0, 1, 2] for k in "abcd"} | {"e": [1, 2]}
+    linked = link_columns(_column_rows(sites, frames))
+    ids = linked.groupby("site").column_id.agg(["min", "max"])
+    assert (ids["min"] == ids["max"]).all()
+    assert ids["min"].to_dict() == {"b": 0, "c": 1, "d": 2, "a": 3, "e": 4}
+
+
+def test_track_species_is_the_majority_without_class_probabilities():
+    """Without p_Ce*/p_O* columns each track takes its most frequent per-frame species."""
+    cols = pd.DataFrame({"column_id": [0, 0, 0, 1, 1, 1, 1, 2],
+                         "species": ["Ce", "O", "Ce", "O", "Ce", "O", "O", "O"]})
+    assert track_species(cols).to_dict() == {0: "Ce", 1: "O", 2: "O"}
 
 
 def test_gapped_track_is_merged_back():

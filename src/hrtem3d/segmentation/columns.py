@@ -72,7 +72,11 @@ def find_columns(probs: np.ndarray, scheme: ClassScheme, pixel_size_A: float, th
 
 
 def _log_parabola(f: np.ndarray, peaks: np.ndarray, axis: int) -> np.ndarray:
-    """Sub-pixel offset of each peak along `axis` from a parabola through log f at -1, 0, +1."""
+    """Sub-pixel offset (px) of each peak along `axis` from a parabola through log f at -1, 0, +1.
+
+    A peak on the first or last pixel along `axis` has no neighbour on one side: its offset is 0
+    there (a fit with the missing neighbour replaced by the peak itself is biased by up to 0.5 px).
+    """
     n = f.shape[axis]
     i = peaks[:, axis]
     lo, hi = np.clip(i - 1, 0, n - 1), np.clip(i + 1, 0, n - 1)
@@ -81,4 +85,5 @@ def _log_parabola(f: np.ndarray, peaks: np.ndarray, axis: int) -> np.ndarray:
     a, b, c = (np.log(np.clip(get(k), 1e-6, None)) for k in (lo, i, hi))
     denom = a - 2 * b + c
     off = np.where(denom < -1e-9, 0.5 * (a - c) / np.where(denom < -1e-9, denom, -1), 0.0)
+    off = np.where((i == 0) | (i == n - 1), 0.0, off)
     return np.clip(off, -0.75, 0.75)
