@@ -61,13 +61,14 @@ def reference_forward_s(threads: int, repeats: int = 3) -> float:
     return float(np.median(ts))
 
 
-def run_track(movie: Path, out: Path, workers: int, compile: bool = False) -> dict:
+def run_track(movie: Path, out: Path, workers: int, compile: bool = False, stop: int | None = None) -> dict:
     # a fresh wrapper process per run, so the peak memory is this run's alone
     wrap = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     cmd = [sys.executable, "-c", wrap, sys.executable, "-m", "hrtem3d.cli", "track", str(movie), "--out", str(out),
            "--pixel-size", "0.08", "--fps", "7.5", "--workers", str(workers), "--no-figures", "--no-progress"]
     cmd += ["--compile"] if compile else []
+    cmd += ["--stop", str(stop)] if stop else []
     t = time.perf_counter()
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -83,6 +84,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time --workers 1 --compile")
+    ap.add_argument("--marginal-from", type=int, default=None,
+                    help="also run --workers 1 on the first N frames: the difference of the two runs over the "
+                         "difference of their frames is the per-frame cost without start-up and wrap-up")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_track_"))
     movie = tmp / "movie.npy"
@@ -95,6 +99,10 @@ def main() -> None:
         before = reference_forward_s(a.threads)  # the reference just before and after each run: the ratio
         r = run_track(movie, tmp / f"out_w{w}{'c' if comp else ''}", w, comp)  # holds on a machine whose
         rows.append((w, comp, r, (before + reference_forward_s(a.threads)) / 2))  # load changes
+    if a.marginal_from:
+        before = reference_forward_s(a.threads)
+        short = run_track(movie, tmp / "out_short", 1, stop=a.marginal_from)
+        t_ref_short = (before + reference_forward_s(a.threads)) / 2
     before = reference_forward_s(a.threads)
     t_seg = segment_per_frame_s(movie, a.threads)
     t_ref_seg = (before + reference_forward_s(a.threads)) / 2
@@ -112,6 +120,15 @@ def main() -> None:
               f"| {r['wall']:.1f} | {r['frames'] / r['wall']:.2f} | {per / t_ref:.3f} | {r['peak_mb']:.0f} |")
         print(f"  ({r['tracks']} tracks, {r['events']} events; track / segment per frame, each against its "
               f"own reference: {(per / t_ref) / (t_seg / t_ref_seg):.2f})", file=sys.stderr)
+    if a.marginal_from:
+        long = next(r for w, comp, r, _ in rows if w == 1 and not comp)
+        t_ref = (next(t for w, comp, _, t in rows if w == 1 and not comp) + t_ref_short) / 2
+        n = long["frames"] - short["frames"]
+        per_wall, per_seg = (long["wall"] - short["wall"]) / n, (long["segment"] - short["segment"]) / n
+        print(f"| hrtem3d track --workers 1, per frame from {short['frames']} to {long['frames']} frames "
+              f"(start-up and wrap-up cancel) | {n} | {per_seg * n:.1f} | {1 / per_seg:.2f} | {per_wall * n:.1f} "
+              f"| {1 / per_wall:.2f} | {per_wall / t_ref:.3f} | |")
+        print(f"  marginal track / segment per frame: {(per_wall / t_ref) / (t_seg / t_ref_seg):.2f}", file=sys.stderr)
 
 
 def segment_per_frame_s(movie: Path, threads: int, n: int = 12) -> float:

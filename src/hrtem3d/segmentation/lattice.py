@@ -327,6 +327,20 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
                       float(params[4] / params[1]), int(n_seen), float(n_false), int(n_missing))
 
 
+_MAX3: tuple | None = None  # (q, its 3 x 3 maximum): the last spectrum's, reused by every fit made to it
+
+
+def _max3(q: np.ndarray) -> np.ndarray:
+    """`ndimage.maximum_filter(q, 3)`, computed once per spectrum (a 1024² one costs 30 ms, and one image's
+    lattice, pixel-size and rival checks refine about 120 candidate lattices on it)."""
+    global _MAX3
+    cached = _MAX3  # one read: another thread may replace it, never half-way
+    if cached is None or cached[0] is not q:
+        cached = (q, ndimage.maximum_filter(q, 3))
+        _MAX3 = cached
+    return cached[1]
+
+
 def _recount(q: np.ndarray, half: list, params: np.ndarray) -> tuple[int, float, int]:
     """Spots above `DETECT_Q` within one bin of the fitted positions, how many noise alone would give, and
     how many predicted spots inside the farthest one seen are missing.
@@ -339,7 +353,7 @@ def _recount(q: np.ndarray, half: list, params: np.ndarray) -> tuple[int, float,
     inside = (np.abs(fx) < 0.45) & (np.abs(fy) < 0.45) & (np.hypot(fx * nx, fy * ny) > 4)
     iy = np.rint(fy[inside] * ny).astype(int) + ny // 2
     ix = np.rint(fx[inside] * nx).astype(int) + nx // 2
-    qmax = ndimage.maximum_filter(q, 3)
+    qmax = _max3(q)
     hit = qmax[np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)] > DETECT_Q
     r = np.hypot(fx[inside] * nx, fy[inside] * ny)
     missing = int((~hit & (r <= (r[hit].max() if hit.any() else 0))).sum())
