@@ -117,6 +117,9 @@ def _onnx_engine(net: UNet, *, threads: int | None, calibration: Sequence[np.nda
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    # no busy-waiting of its threads after a run: on 2 cores they would take the CPU from what follows
+    # (softmax, column finding, drift); `track` segmented 13 % faster without it (docs/benchmarks.md)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
     m = net.config.multiple

@@ -39,8 +39,7 @@ def frame_shift(reference: np.ndarray, image: np.ndarray, upsample: int = 20, bi
     """
     if reference.shape != image.shape:
         raise ValueError(f"frames differ in shape: {reference.shape} vs {image.shape}")
-    w = _hann(reference.shape)
-    spectra = [sfft.fft2((a - a.mean()) * w, workers=-1) for a in (reference, image)]
+    spectra = [_spectrum(reference), _spectrum(image, cache=False)]
     if bin > 1:
         spectra = [_low_band(f, bin) for f in spectra]
     dy, dx = _phase_peak(spectra[1] * spectra[0].conj(), upsample * bin)
@@ -63,6 +62,21 @@ def _phase_peak(cross: np.ndarray, upsample: int) -> tuple[float, float]:
     up = np.abs(ky @ cross @ kx)
     jy, jx = np.unravel_index(int(np.argmax(up)), up.shape)
     return float(peak[0] + off[jy]), float(peak[1] + off[jx])
+
+
+_REFERENCE: tuple | None = None  # (array, its windowed spectrum): a movie's frames all meet one reference
+
+
+def _spectrum(a: np.ndarray, cache: bool = True) -> np.ndarray:
+    """FFT of `a` minus its mean, Hann-windowed; the last reference's is kept (one FFT a frame saved)."""
+    global _REFERENCE
+    cached = _REFERENCE  # one read: another thread may replace it, never half-way
+    if cache and cached is not None and cached[0] is a and cached[2] == (a.shape, float(a.flat[0]), float(a.flat[-1])):
+        return cached[1]
+    f = sfft.fft2((a - a.mean()) * _hann(a.shape), workers=-1)
+    if cache:
+        _REFERENCE = (a, f, (a.shape, float(a.flat[0]), float(a.flat[-1])))
+    return f
 
 
 @lru_cache(maxsize=4)
