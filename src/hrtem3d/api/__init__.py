@@ -201,6 +201,7 @@ def segment_frames(source: Any, pixel_size_A: float | None = None, model: Model 
 
 def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, chunk: int, skipped: list[int]):
     from hrtem3d.jobs.track_movie import track_frame
+    from hrtem3d.tracking.drift import drift_reference
 
     m.set_contrast(contrast)
     reference = None
@@ -210,7 +211,7 @@ def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, ch
                 skipped.append(first + k)
                 continue
             table, d, work = track_frame(m, image, index=first + k, pixel_size_A=f.pixel_size_A, reference=reference)
-            reference = work if reference is None else reference
+            reference = drift_reference(work) if reference is None else reference
             yield first + k, table, d
 
 

@@ -25,12 +25,12 @@ from hrtem3d.jobs.trust import LATTICE, assess_frame, parse_pixel_size
 from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP
 from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
 from hrtem3d.tracking.analysis import analyze_movie
-from hrtem3d.tracking.drift import frame_shift
+from hrtem3d.tracking.drift import DriftReference, drift_reference, frame_shift
 from hrtem3d.tracking.temporal import TemporalModel, name_probabilities
 
 PARTS = ".parts"
-DRIFT_BIN = 2  # drift from working images binned 2 x 2 (0.32 Å pixels for the shipped model): 4x fewer pixels,
-# the same 1/20-pixel precision (docs/benchmarks.md, issue 13)
+DRIFT_BIN = 2  # drift from the lowest half of the working images' spatial frequencies (periods above 0.64 Å
+# for the shipped model): 4x fewer points, the same 1/20-pixel precision (docs/benchmarks.md, issue 13)
 
 
 @dataclass
@@ -113,12 +113,12 @@ class Chunk:
 
 
 def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
-                reference: np.ndarray | None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
+                reference: np.ndarray | DriftReference | None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
     """Segment one movie frame for tracking: (its column table, its drift (dx, dy) in Å, its working image).
 
     The table has the class probabilities named (`p_Ce3`...) and the frame's drift `drift_x_A`,
-    `drift_y_A` against `reference`, the working image of the movie's reference frame (None:
-    this frame is the reference, drift 0).
+    `drift_y_A` against `reference`, the working image of the movie's reference frame, or its
+    `tracking.drift.drift_reference` when many frames meet it (None: this frame is the reference, drift 0).
     """
     s = seg.segment(frame, pixel_size_A, frame=index)
     dx, dy = frame_shift(reference, s.working_image, bin=DRIFT_BIN) if reference is not None else (0.0, 0.0)
@@ -140,6 +140,7 @@ def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
     src = open_image(c.path, pixel_size_A=c.pixel_size_A)
     first, last = c.first, c.last
     tables, done, drift, skipped = [], [], [], {}
+    reference = drift_reference(reference)  # transformed once for the chunk's frames
     for i, frame in _frames(src, first, last, skipped):
         if not np.isfinite(frame).all():
             skipped[i] = "NaN or Inf pixels"

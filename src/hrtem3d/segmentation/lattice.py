@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from itertools import product
 
 import numpy as np
-from scipy import ndimage
 
 from hrtem3d.segmentation.spectrum import DETECT_Q, Spectrum, find_peaks, image_spectrum, refine_spot
 from hrtem3d.structure.material import CERIA, Material
@@ -232,7 +231,6 @@ def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search
         (0.1, 0.104)
     """
     spec = spectrum or image_spectrum(image)
-    q, logp = spec.q, spec.logp
     if pixel_size_A is not None:
         f = search if search is not None else CHECK_RANGE
         scale_range = (pixel_size_A * (1 - f), pixel_size_A * (1 + f))
@@ -246,12 +244,12 @@ def measure_lattice(image: np.ndarray, pixel_size_A: float | None = None, search
         windows = [(v * (1 - CHECK_RANGE), v * (1 + CHECK_RANGE)) for v in c]
     best = None
     for w in windows:
-        fit = _search(q, logp, refl, w)
+        fit = _search(spec, refl, w)
         if fit is not None and (best is None or _better(fit, best)):
             best = fit
     while best is not None:
         # each reflection g of the lattice at k times the pixel size lands on the real spot k g: try 1/k
-        finer = [_refine(q, logp, refl, np.array([best.pixel_size_A / k, np.deg2rad(best.rotation_deg)]))
+        finer = [_refine(spec, refl, np.array([best.pixel_size_A / k, np.deg2rad(best.rotation_deg)]))
                  for k in (2, 3, 4) if best.pixel_size_A / k >= scale_range[0]]
         finer = [f for f in finer if f.found and f.excess >= max(MIN_EXCESS, best.excess / 2)]
         if not finer:
@@ -266,8 +264,9 @@ def _better(a: LatticeFit, b: LatticeFit) -> bool:
     return (a.score, -a.residual) > (b.score, -b.residual)
 
 
-def _search(q: np.ndarray, logp: np.ndarray, refl: tuple, scale_range: tuple[float, float]) -> LatticeFit | None:
+def _search(spec: Spectrum, refl: tuple, scale_range: tuple[float, float]) -> LatticeFit | None:
     """The best lattice with a pixel size in `scale_range` (Å), or None."""
+    q, logp = spec.q, spec.logp
     d = [r.d_A for r in refl]
     peaks = find_peaks(q, logp, band=(0.9 * scale_range[0] / max(d), 1.1 * scale_range[1] / min(d)))
     if len(peaks) < 2:
@@ -280,13 +279,14 @@ def _search(q: np.ndarray, logp: np.ndarray, refl: tuple, scale_range: tuple[flo
     n_hit = _explained(peaks, tuple(r for r in refl if r.d_A >= RANK_D_MIN_A), cands, q.shape)
     best = None
     for k in np.argsort(-n_hit, kind="stable")[:30]:
-        fit = _refine(q, logp, refl, cands[k])
+        fit = _refine(spec, refl, cands[k])
         if fit.found and (best is None or _better(fit, best)):
             best = fit
     return best
 
 
-def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> LatticeFit:
+def _refine(spec: Spectrum, refl: tuple, cand: np.ndarray) -> LatticeFit:
+    q, logp = spec.q, spec.logp
     s, theta = float(cand[0]), float(cand[1])
     half = [r for r in refl if (r.gy > 0) or (r.gy == 0 and r.gx > 0)]  # one of each Friedel pair
     spots, used = [], []
@@ -310,7 +310,7 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
         k = int(np.argmax(e))
         spots, used = spots[:k] + spots[k + 1:], used[:k] + used[k + 1:]
     err = np.hypot(res[0], res[1])
-    n_seen, n_false, n_missing = _recount(q, half, params)
+    n_seen, n_false, n_missing = _recount(spec.q_max3, half, params)
     fams: dict = {}
     for r in used:
         fams[r.family] = fams.get(r.family, 0) + 1
@@ -327,33 +327,18 @@ def _refine(q: np.ndarray, logp: np.ndarray, refl: tuple, cand: np.ndarray) -> L
                       float(params[4] / params[1]), int(n_seen), float(n_false), int(n_missing))
 
 
-_MAX3: tuple | None = None  # (q, its 3 x 3 maximum): the last spectrum's, reused by every fit made to it
-
-
-def _max3(q: np.ndarray) -> np.ndarray:
-    """`ndimage.maximum_filter(q, 3)`, computed once per spectrum (a 1024² one costs 30 ms, and one image's
-    lattice, pixel-size and rival checks refine about 120 candidate lattices on it)."""
-    global _MAX3
-    cached = _MAX3  # one read: another thread may replace it, never half-way
-    if cached is None or cached[0] is not q:
-        cached = (q, ndimage.maximum_filter(q, 3))
-        _MAX3 = cached
-    return cached[1]
-
-
-def _recount(q: np.ndarray, half: list, params: np.ndarray) -> tuple[int, float, int]:
+def _recount(qmax: np.ndarray, half: list, params: np.ndarray) -> tuple[int, float, int]:
     """Spots above `DETECT_Q` within one bin of the fitted positions, how many noise alone would give, and
     how many predicted spots inside the farthest one seen are missing.
 
     Noise in the ratio map is about exponential with median 1 (P(q > Q) = 2^-Q), so each predicted spot
     whose 3 x 3 bins are searched is a false hit with probability 1 - (1 - 2^-Q)^9.
     """
-    ny, nx = q.shape
+    ny, nx = qmax.shape
     fx, fy = _predict(tuple(half), params[0], params[1], params[2])
     inside = (np.abs(fx) < 0.45) & (np.abs(fy) < 0.45) & (np.hypot(fx * nx, fy * ny) > 4)
     iy = np.rint(fy[inside] * ny).astype(int) + ny // 2
     ix = np.rint(fx[inside] * nx).astype(int) + nx // 2
-    qmax = _max3(q)
     hit = qmax[np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)] > DETECT_Q
     r = np.hypot(fx[inside] * nx, fy[inside] * ny)
     missing = int((~hit & (r <= (r[hit].max() if hit.any() else 0))).sum())

@@ -63,10 +63,12 @@ class Spectrum:
     Attributes:
         q: power over its azimuthal median at the same |f| (spots stand out of the CTF rings).
         logp: log of the power (for sub-pixel spot positions).
+        q_max3: the 3 x 3 maximum of `q` (whether a spot is seen within one bin of a predicted one).
     """
 
     q: np.ndarray
     logp: np.ndarray
+    q_max3: np.ndarray
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -87,7 +89,8 @@ def image_spectrum(image: np.ndarray) -> Spectrum:
     if image.ndim != 2 or min(image.shape) < 32:
         raise HrtemError(f"the lattice needs a 2D image of at least 32 x 32 pixels, got shape {image.shape}")
     p = power_spectrum(image)
-    return Spectrum(ratio_map(p), np.log(np.maximum(p, 1e-30)))
+    q = ratio_map(p)
+    return Spectrum(q, np.log(np.maximum(p, 1e-30)), ndimage.maximum_filter(q, 3))
 
 
 def ratio_map(power: np.ndarray) -> np.ndarray:

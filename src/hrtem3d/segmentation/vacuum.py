@@ -3,7 +3,7 @@
 In vacuum an HRTEM image holds shot noise and nothing else; a particle (or a support film) adds contrast
 at lattice spatial frequencies. The statistic is the local energy of the image band-passed to those
 frequencies (a difference of Gaussians, 0.25 to 1.2 Å), smoothed over `SMOOTH_A`, divided by what white
-shot noise alone would put there (its variance from 2 x 2 checkerboard differences, `noise_level`,
+shot noise alone would put there (its variance from 2 x 2 checkerboard differences, clipped at 4 sigma,
 times the filter's noise gain). Vacuum reads about 1; anything else reads more.
 
 The statistic only ever saves time: it is computed on the image binned by a whole factor (binning keeps
@@ -29,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from hrtem3d.data.normalize import noise_level
+from hrtem3d.data.normalize import checkerboard, noise_level
+from hrtem3d.data.resample import block_mean
 
 BAND_A = (0.25, 1.2)   # difference-of-Gaussians sigmas (Å): passes lattice fringes of about 1 to 5 Å
 SMOOTH_A = 4.0         # local energy averaged over a Gaussian of this sigma (Å) to find what is not vacuum
@@ -56,18 +57,13 @@ def excess_energy(image: np.ndarray, pixel_size_A: float, smooth_A: float = SMOO
 
 def _excess_maps(image: np.ndarray, pixel_size_A: float, smooth_A: tuple[float, ...]) -> tuple[list, int]:
     """`excess_energy` at several smoothings, sharing the band-pass; the maps and their common factor `k`."""
-    a = np.asarray(image, np.float32)
     k = max(1, int(round(GRID_A / pixel_size_A)))
-    if k > 1:
-        ny, nx = a.shape[0] // k * k, a.shape[1] // k * k
-        a = a[:ny, :nx].reshape(ny // k, k, nx // k, k).mean((1, 3))
+    a = block_mean(image, k)
     p = pixel_size_A * k
     s1, s2 = (s / p for s in BAND_A)
     band = ndimage.gaussian_filter(a, s1, truncate=3) - ndimage.gaussian_filter(a, s2, truncate=3)
     b = max(1, int(min(smooth_A) / 2 / p))  # block-average the energy first: the smoothing is then cheap
-    e = band * band
-    ny, nx = e.shape[0] // b * b, e.shape[1] // b * b
-    e = e[:ny, :nx].reshape(ny // b, b, nx // b, b).mean((1, 3))
+    e = block_mean(band * band, b)
     sigma = _noise_sigma(a)
     norm = max(sigma * sigma * _noise_gain(s1, s2), 1e-30)
     return [ndimage.gaussian_filter(e, sm / (p * b), truncate=3) / norm for sm in smooth_A], k * b
@@ -77,8 +73,7 @@ def _noise_sigma(a: np.ndarray) -> float:
     """White pixel noise from 2 x 2 checkerboard differences: their standard deviation, clipped at 4 sigma
     about the median (robust to edges, and unbiased on the few discrete values of low-count shot noise,
     where the median absolute deviation of `noise_level` is not)."""
-    a = a[: a.shape[0] // 2 * 2, : a.shape[1] // 2 * 2]
-    d = (a[0::2, 0::2] - a[1::2, 0::2] - a[0::2, 1::2] + a[1::2, 1::2]).ravel()
+    d = checkerboard(a).ravel()
     s = noise_level(a) * 2 or float(d.std())
     for _ in range(2):
         s = float(d[np.abs(d - np.median(d)) <= 4 * s].std()) if s > 0 else 0.0

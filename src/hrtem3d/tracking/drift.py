@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -9,7 +10,22 @@ import scipy.fft as sfft
 from skimage.filters import window
 
 
-def frame_shift(reference: np.ndarray, image: np.ndarray, upsample: int = 20, bin: int = 1) -> tuple[float, float]:
+@dataclass(frozen=True)
+class DriftReference:
+    """A movie's reference frame and its windowed spectrum, transformed once for all the frames compared
+    with it (`drift_reference`)."""
+
+    image: np.ndarray
+    spectrum: np.ndarray
+
+
+def drift_reference(image: np.ndarray) -> DriftReference:
+    """`image` `[y, x]` as the reference of `frame_shift`, its spectrum computed once."""
+    return DriftReference(image, _spectrum(image))
+
+
+def frame_shift(reference: np.ndarray | DriftReference, image: np.ndarray, upsample: int = 20,
+                bin: int = 1) -> tuple[float, float]:
     """Shift (dx, dy) in pixels of `image` relative to `reference`: image(r) ≈ reference(r - shift).
 
     Both images are Hann-windowed so the frame edges do not dominate; a particle in
@@ -19,7 +35,8 @@ def frame_shift(reference: np.ndarray, image: np.ndarray, upsample: int = 20, bi
     are compared with one fixed reference.
 
     Args:
-        reference, image: 2D arrays of one shape (any intensity scale).
+        reference, image: 2D arrays of one shape (any intensity scale); `reference` may be a
+            `DriftReference`, which saves transforming it again for every frame.
         upsample: sub-pixel precision 1/upsample pixel (of these images).
         bin: correlate only the lowest 1/bin of the spatial frequencies along each axis (the spectra
             cropped, so the shift theorem still holds exactly; the search and its refinement then run
@@ -37,9 +54,10 @@ def frame_shift(reference: np.ndarray, image: np.ndarray, upsample: int = 20, bi
         >>> [round(v, 2) for v in frame_shift(img, moved, bin=2)]
         [2.25, -1.5]
     """
-    if reference.shape != image.shape:
-        raise ValueError(f"frames differ in shape: {reference.shape} vs {image.shape}")
-    spectra = [_spectrum(reference), _spectrum(image, cache=False)]
+    ref = reference if isinstance(reference, DriftReference) else drift_reference(reference)
+    if ref.image.shape != image.shape:
+        raise ValueError(f"frames differ in shape: {ref.image.shape} vs {image.shape}")
+    spectra = [ref.spectrum, _spectrum(image)]
     if bin > 1:
         spectra = [_low_band(f, bin) for f in spectra]
     dy, dx = _phase_peak(spectra[1] * spectra[0].conj(), upsample * bin)
@@ -65,19 +83,9 @@ def _phase_peak(cross: np.ndarray, upsample: int) -> tuple[float, float]:
     return float(peak[0] + off[jy]), float(peak[1] + off[jx])
 
 
-_REFERENCE: tuple | None = None  # (array, its windowed spectrum): a movie's frames all meet one reference
-
-
-def _spectrum(a: np.ndarray, cache: bool = True) -> np.ndarray:
-    """FFT of `a` minus its mean, Hann-windowed; the last reference's is kept (one FFT a frame saved)."""
-    global _REFERENCE
-    cached = _REFERENCE  # one read: another thread may replace it, never half-way
-    if cache and cached is not None and cached[0] is a and cached[2] == (a.shape, float(a.flat[0]), float(a.flat[-1])):
-        return cached[1]
-    f = sfft.fft2((a - a.mean()) * _hann(a.shape), workers=-1)
-    if cache:
-        _REFERENCE = (a, f, (a.shape, float(a.flat[0]), float(a.flat[-1])))
-    return f
+def _spectrum(a: np.ndarray) -> np.ndarray:
+    """FFT of `a` minus its mean, Hann-windowed."""
+    return sfft.fft2((a - a.mean()) * _hann(a.shape), workers=-1)
 
 
 @lru_cache(maxsize=1)
