@@ -6,7 +6,7 @@ kept in --work), then linked, denoised and searched for events at every --thresh
 change is found when an event of the same species and sign lies within 2 frames and 0.7 Å.
 Baseline in the same run: the expected depth alone (no intensity series) at threshold 40.
 
-    .venv/bin/python benchmarks/bench_events.py --seeds 20-29 --thresholds 40 50 60
+    .venv/bin/python benchmarks/bench_events.py --seeds 20-29 --thresholds 40 50 60 [--model M.safetensors]
 """
 
 from __future__ import annotations
@@ -35,16 +35,19 @@ def main() -> None:
     ap.add_argument("--seeds", default="20-29")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[40.0, 50.0, 60.0])
     ap.add_argument("--work", default="/tmp/bench_events")
+    ap.add_argument("--model", default=None, help="model file (default: the shipped model)")
     a = ap.parse_args()
-    scheme = model_scheme()
+    scheme = model_scheme(a.model)
+    settings = TrackSettings(model=a.model)
+    tag = "track" if a.model is None else "track_" + Path(a.model).stem
     movies = []
     for seed in seeds_of(a.seeds):
         out = Path(a.work) / f"seed{seed}"
         if not (out / "truth_events.csv").exists():
             write_movie(simulate_movie(MovieConfig(), seed=seed), out)
-        track_movie(out / "movie.tif", out / "track", TrackSettings(), progress=False, figures=False)
+        track_movie(out / "movie.tif", out / tag, settings, progress=False, figures=False)
         src = open_image(out / "movie.tif")
-        cols, frames, drift, _ = gather_parts(out / "track", 0, src.n_frames, TrackSettings().chunk)
+        cols, frames, drift, _ = gather_parts(out / tag, 0, src.n_frames, settings.chunk)
         movies.append((seed, src, cols, frames, drift, pd.read_csv(out / "truth_events.csv")))
     runs = [("expected depth alone (baseline)", 40.0, False)] + [("depth + intensity", t, True)
                                                                   for t in a.thresholds]

@@ -315,7 +315,7 @@ def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, 
     grid = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
     assert t["Ce"] in grid and t["O"] in grid and t["fitted_on"] == str(tiny_store)
     cal = read_metadata(model)["column_calibration"]
-    assert cal["n_columns"] > 0 and np.isfinite([cal["a"], cal["b"], cal["c"]]).all()
+    assert cal["n_columns"] > 0 and np.isfinite([cal["a"], cal["b"], *cal["c"]]).all() and len(cal["c"]) == 2
     # the tiny model was trained through the microscope envelope, so it is calibrated through it
     assert scope_of(read_metadata(model)) is not None and cal["through_scope"]
     seg = Segmenter(model, contrast="bright")
@@ -469,7 +469,10 @@ def test_calibration_pairs_are_the_matched_columns_with_their_correctness_and_no
     assert segs[0].detection == {"Ce": 0.4, "O": 0.6} and segs[0].calibration is None
     np.testing.assert_array_equal(conf, np.tile([0.9, 0.8, 0.7, 0.95, 0.95], 30))
     np.testing.assert_array_equal(ok, np.tile([True, False, False, True, True], 30))
-    np.testing.assert_allclose(feat, np.tile([np.log(0.1)] * 3 + [np.log(1e-6)] * 2, 30))
+    # per column: the image's log noise and the mean logit of every column found in it (false ones too)
+    lg = lambda p: np.log(np.asarray(p) / (1 - np.asarray(p)))  # noqa: E731
+    want9, want19 = [np.log(0.1), lg([0.9, 0.8, 0.7, 0.1]).mean()], [np.log(1e-6), lg(0.95)]
+    np.testing.assert_allclose(feat, np.tile([want9] * 3 + [want19] * 2, (30, 1)))
     assert len(calibrate.calibration_pairs("model", "data", n_images=3)[0]) == 3 + 2 + 3
 
 
@@ -489,7 +492,7 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
 
     def pairs(model_path, data, n_images, scope=None, thresholds=None):
         calls.append(("pairs", str(model_path), str(data), n_images, scope, thresholds))
-        return conf, ok, feat
+        return conf, ok, np.column_stack([feat, rng.normal(0.0, 1.0, len(feat))])  # the second feature: no effect
 
     monkeypatch.setattr(calibrate, "load_model", lambda path: (net, dict(meta)))
     monkeypatch.setattr(calibrate, "fit_detection_thresholds", fit_thresholds)
@@ -504,7 +507,8 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
     assert "unet" not in written and "package_version" not in written and written["class_weights"] == [1.0, 2.0]
     assert written["detection_threshold"] == {**thresholds, "fitted_on": "store.zarr"}
     cal = written["column_calibration"]
-    assert (cal["a"], cal["b"] + cal["c"] * -2.0, cal["c"]) == pytest.approx((0.8, 0.3, 0.5), abs=0.15)
+    assert (cal["a"], cal["b"] + cal["c"][0] * -2.0, *cal["c"]) == pytest.approx((0.8, 0.3, 0.5, 0.0), abs=0.15)
+    assert cal["features"] == ["log_noise", "image_logit"]
     assert cal["n_columns"] == 8000 and cal["fitted_on"] == "store.zarr" and cal["through_scope"] is False
     assert r == {**cal, "detection_threshold": thresholds}
     # a file without its loss weights gets them first, written to `out`, which is then calibrated

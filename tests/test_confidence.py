@@ -37,3 +37,62 @@ def test_reliability_curves_plot_each_sets_bins_and_name_its_ece():
     assert np.max(np.abs(np.asarray(y) - np.asarray(x))) < 0.06
     ece = expected_calibration_error(conf, sure_but_wrong)
     assert f"ECE {ece:.2f}" in lines["shifted"].get_label() and ece > 0.3
+
+
+def test_image_features_are_the_log_noise_and_the_mean_logit_of_the_images_columns():
+    from hrtem3d.segmentation.confidence import image_features
+
+    f = image_features(np.array([0.9, 0.5, 0.2]), noise=0.05)
+    want = np.mean(np.log([0.9 / 0.1, 1.0, 0.2 / 0.8]))
+    assert f["log_noise"] == np.log(0.05) and abs(f["image_logit"] - want) < 1e-12
+    assert image_features(np.array([]), noise=0.0) == {"log_noise": np.log(1e-6), "image_logit": 0.0}
+
+
+def test_calibrate_columns_reads_both_forms_of_the_map():
+    """A file of the noise-only form (`c` a number) and one of the two-feature form (`c` a list with the
+    feature names): each gives sigma(a logit p + b + c . f) with f from the image itself."""
+    from hrtem3d.segmentation.confidence import calibrate_columns
+
+    raw, noise = np.array([0.95, 0.7, 0.4]), 0.08
+    z = np.log(raw / (1 - raw))
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    old = calibrate_columns(raw, {"a": 1.1, "b": -0.3, "c": -0.2}, noise)
+    np.testing.assert_allclose(old, sig(1.1 * z - 0.3 - 0.2 * np.log(noise)), rtol=1e-12)
+    new = calibrate_columns(raw, {"a": 0.9, "b": 0.1, "c": [-0.2, 0.5], "features": ["log_noise", "image_logit"]},
+                            noise)
+    np.testing.assert_allclose(new, sig(0.9 * z + 0.1 - 0.2 * np.log(noise) + 0.5 * z.mean()), rtol=1e-12)
+    # the names decide which coefficient goes with which feature
+    swapped = calibrate_columns(raw, {"a": 0.9, "b": 0.1, "c": [0.5, -0.2],
+                                      "features": ["image_logit", "log_noise"]}, noise)
+    np.testing.assert_allclose(swapped, new, rtol=1e-12)
+    # a map with c = 0 is plain Platt scaling, whatever the noise
+    np.testing.assert_allclose(calibrate_columns(raw, {"a": 1.0, "b": 0.0, "c": 0.0}, 1e3), raw, rtol=1e-9)
+
+
+def test_an_image_the_network_is_unsure_of_lowers_every_columns_confidence():
+    """Half the images are shifted: the network's raw confidence there is worth less (outcomes drawn from
+    raw**3) and it is lower on every column at once. The noise-only map cannot tell them apart (same
+    dose); the image-level feature does, and both halves come out calibrated."""
+    from hrtem3d.evaluate.calibrate import fit_platt
+    from hrtem3d.evaluate.metrics import expected_calibration_error
+    from hrtem3d.segmentation.confidence import apply_calibration, image_features
+
+    rng = np.random.default_rng(2)
+    conf, ok, feats, shifted = [], [], [], []
+    for i in range(400):
+        s = i % 2 == 1
+        raw = rng.uniform(0.4, 0.9, 30) if s else rng.uniform(0.5, 0.999, 30)
+        right = rng.random(30) < (raw**3 if s else raw)
+        f = image_features(raw, noise=0.1)
+        conf.append(raw), ok.append(right), shifted.append(np.full(30, s))
+        feats.append(np.tile([f["log_noise"], f["image_logit"]], (30, 1)))
+    conf, ok, feats, shifted = map(np.concatenate, (conf, ok, feats, shifted))
+    a, b, c = fit_platt(conf, ok, feats[:, 0])
+    plain = apply_calibration(conf, a, b, c, feats[:, 0])
+    a, b, c = fit_platt(conf, ok, feats)
+    assert isinstance(c, list) and len(c) == 2 and c[1] > 0
+    both = apply_calibration(conf, a, b, c, feats)
+    for half in (shifted, ~shifted):
+        e_plain = expected_calibration_error(plain[half], ok[half])
+        e_both = expected_calibration_error(both[half], ok[half])
+        assert e_both < 0.06 and e_both < 0.5 * e_plain, (e_plain, e_both)

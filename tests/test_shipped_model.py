@@ -49,7 +49,7 @@ def test_per_species_detection_thresholds_are_applied(shipped_movie):
 def test_confidence_calibration_of_the_model_file_is_applied(shipped_movie):
     m = shipped_movie
     cal = META["column_calibration"]
-    a, b, c = float(cal["a"]), float(cal["b"]), float(cal["c"])
+    a, b, c = float(cal["a"]), float(cal["b"]), np.atleast_1d(cal["c"]).astype(float)
     seg, raw_seg = Segmenter(contrast="bright"), Segmenter(contrast="bright")
     raw_seg.calibration = None
     conf, right = [], []
@@ -57,8 +57,10 @@ def test_confidence_calibration_of_the_model_file_is_applied(shipped_movie):
         s = seg.segment(m.frames[f], m.pixel_size_A)
         raw = raw_seg.segment(m.frames[f], m.pixel_size_A).columns.confidence.to_numpy(float)
         q = np.clip(raw, 1e-6, 1 - 1e-6)
-        feature = np.log(noise_level(s.working_image))  # log relative noise of the working image
-        expect = 1 / (1 + np.exp(-(a * np.log(q / (1 - q)) + b + c * feature)))
+        # the image's features: log relative noise of the working image and (a two-feature map) the mean
+        # logit of every column's raw confidence
+        feature = np.array([np.log(noise_level(s.working_image)), np.log(q / (1 - q)).mean()])[:len(c)]
+        expect = 1 / (1 + np.exp(-(a * np.log(q / (1 - q)) + b + feature @ c)))
         got = s.columns.confidence.to_numpy(float)
         np.testing.assert_allclose(got, expect, atol=1e-6)
         assert np.abs(got - raw).max() > 1e-3  # the map is not the identity at this dose

@@ -1,9 +1,10 @@
 """Calibrating the column confidence on held-out validation structures (never the test set).
 
-The column confidence is the pooled probability of the reported class. A two-parameter
-logistic map of its logit and of the log of the image's relative noise (Platt scaling with the
-dose as a second input: one map for every dose), fitted on validation structures of the
-training store at doses drawn across the envelope, makes it a calibrated probability
+The column confidence is the pooled probability of the reported class. A logistic map of its logit
+and of two features of the whole image (the log of its relative noise, so one map serves every dose,
+and the mean logit of all its columns' confidences, so an image the network is unsure of as a whole
+lowers every column's confidence: Platt scaling with per-image inputs), fitted on validation
+structures of the training store at doses drawn across the envelope, makes it a calibrated probability
 that the reported atom count (and species) is right. The map is stored in the model file.
 
 A model trained through the microscope envelope (`scope_envelope` in its file) is calibrated on
@@ -27,31 +28,35 @@ from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import noise_level
 from hrtem3d.evaluate.metrics import match_columns
 from hrtem3d.model.io import load_model, save_model
-from hrtem3d.segmentation.confidence import apply_calibration, logit  # noqa: F401  (re-exported)
+from hrtem3d.segmentation.confidence import FEATURES, apply_calibration, image_features, logit  # noqa: F401
 from hrtem3d.segmentation.segmenter import Segmenter
 from hrtem3d.simulate.scope import ScopeEnvelope
 from hrtem3d.train.loop import split_structures, training_class_weights
 
 
 def fit_platt(conf: np.ndarray, correct: np.ndarray, feature: np.ndarray | None = None
-              ) -> tuple[float, float, float]:
-    """(a, b, c) minimising the log-loss of sigma(a * logit(conf) + b + c * feature) against `correct`.
+              ) -> tuple[float, float, float | list[float]]:
+    """(a, b, c) minimising the log-loss of sigma(a * logit(conf) + b + c . feature) against `correct`.
 
-    Without `feature` this is Platt scaling and c = 0. The shipped models use the log of the image's
-    relative noise (`noise_level`) as the feature, so one map serves every dose.
+    Without `feature` this is Platt scaling and c = 0. With one feature per column (shape `[n]`) c is a
+    number; with several (shape `[n, k]`, e.g. the `FEATURES` of `segmentation.confidence`) c is a list of k.
     """
     z, y = logit(conf), correct.astype(float)
-    f = np.zeros_like(z) if feature is None else np.asarray(feature, float)
+    several = feature is not None and np.ndim(feature) == 2
+    f = np.zeros((len(z), 1)) if feature is None else np.asarray(feature, float).reshape(len(z), -1)
 
     def nll(p):
-        q = np.clip(1 / (1 + np.exp(-(p[0] * z + p[1] + p[2] * f))), 1e-9, 1 - 1e-9)
+        q = np.clip(1 / (1 + np.exp(-(p[0] * z + p[1] + f @ p[2:]))), 1e-9, 1 - 1e-9)
         return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
 
-    x0 = [1.0, 0.0, 0.0]
     if feature is None:
-        res = minimize(lambda p: nll([p[0], p[1], 0.0]), x0=x0[:2], method="Nelder-Mead")
+        res = minimize(lambda p: nll([p[0], p[1], 0.0]), x0=[1.0, 0.0], method="Nelder-Mead")
         return float(res.x[0]), float(res.x[1]), 0.0
-    res = minimize(nll, x0=x0, method="Nelder-Mead", options={"maxiter": 2000, "xatol": 1e-5, "fatol": 1e-8})
+    x0 = [1.0, 0.0] + [0.0] * f.shape[1]
+    res = minimize(nll, x0=x0, method="Nelder-Mead",
+                   options={"maxiter": 2000 * len(x0), "xatol": 1e-5, "fatol": 1e-8})
+    if several:
+        return float(res.x[0]), float(res.x[1]), [float(v) for v in res.x[2:]]
     return float(res.x[0]), float(res.x[1]), float(res.x[2])
 
 
@@ -121,8 +126,9 @@ def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: flo
 def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 60, seed: int = 5,
                       thresholds: dict | None = None, scope: ScopeEnvelope | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw confidence, correct, log relative noise of the image) of matched columns on validation
-    structures of `data`, doses drawn across the envelope."""
+    """(raw confidence, correct, image features `[n, len(FEATURES)]`) of matched columns on validation
+    structures of `data`, doses drawn across the envelope. The features are those of the whole image
+    (`segmentation.confidence.image_features`: log relative noise, mean logit of every column found)."""
     val_idx, n, sampling, groups = _validation(data)
     seg = Segmenter(model_path, contrast="bright")
     seg.calibration, seg.detection = None, thresholds
@@ -137,8 +143,9 @@ def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 
         m = m[m.pred_row >= 0]
         conf.append(m.confidence.to_numpy(float))
         ok.append(((m.pred_species == m.species) & (m.pred_n == m.n_atoms)).to_numpy())
-        feat.append(np.full(len(m), np.log(max(noise_level(s.working_image), 1e-6))))
-    return np.concatenate(conf), np.concatenate(ok), np.concatenate(feat)
+        f = image_features(s.columns.confidence.to_numpy(float), noise_level(s.working_image))
+        feat.append(np.tile([f[name] for name in FEATURES], (len(m), 1)))
+    return np.concatenate(conf), np.concatenate(ok), np.concatenate(feat).reshape(-1, len(FEATURES))
 
 
 def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | None = None,
@@ -162,7 +169,7 @@ def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | 
                                        thresholds={"Ce": thresholds["Ce"], "O": thresholds["O"]})
     a, b, c = fit_platt(conf, ok, feat)
     meta["detection_threshold"] = {**thresholds, "fitted_on": str(data)}
-    meta["column_calibration"] = {"a": a, "b": b, "c": c, "feature": "log noise_level(working image)",
+    meta["column_calibration"] = {"a": a, "b": b, "c": c, "features": list(FEATURES),
                                   "n_columns": int(len(conf)), "fitted_on": str(data),
                                   "through_scope": scope is not None}
     save_model(out or model_path, model, meta)

@@ -24,7 +24,7 @@ from hrtem3d.model.io import load_default_model, load_model
 from hrtem3d.model.runtime import make_engine
 from hrtem3d.model.unet import pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
-from hrtem3d.segmentation.confidence import apply_calibration
+from hrtem3d.segmentation.confidence import calibrate_columns
 from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
 
 TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
@@ -256,10 +256,7 @@ class Segmenter:
             need = cols["species"].map({s: self.detection.get(s, 0.0) for s in self.scheme.species}).fillna(0.0)
             cols = cols[cols["p_column"] >= need].reset_index(drop=True)
         if self.calibration and len(cols):
-            cal = self.calibration
-            feature = np.log(max(noise_level(work), 1e-6)) if cal.get("c") else 0.0
-            cols["confidence"] = apply_calibration(cols["confidence"].to_numpy(), cal["a"], cal["b"],
-                                                   cal.get("c", 0.0), feature)
+            cols["confidence"] = calibrate_columns(cols["confidence"].to_numpy(), self.calibration, noise_level(work))
         cols["intensity"] = column_intensity(work, cols["x_px"].to_numpy(), cols["y_px"].to_numpy(),
                                              0.4 / self.pixel_size_A)
         x_in, y_in = to_input_coords(cols["x_px"].to_numpy(), cols["y_px"].to_numpy(), factors)
