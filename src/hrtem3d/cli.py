@@ -312,11 +312,11 @@ def calibrate(
     """Fit per-species detection thresholds and calibrate the column confidence (Platt scaling) on
     validation structures of the training store, never on test data."""
     from hrtem3d.evaluate.calibrate import calibrate_model
+    from hrtem3d.segmentation.confidence import map_terms
 
     c = calibrate_model(model, data, out, n_images)
     t = c["detection_threshold"]
-    coefs = c.get("c", 0.0) if isinstance(c.get("c"), list) else [c.get("c", 0.0)]
-    terms = " ".join(f"{v:+.3f} {k}" for k, v in zip(c.get("features", ["log_noise"]), coefs))
+    terms = " ".join(f"{coef:+.3f} {name}" for coef, name in zip(*map_terms(c)))
     typer.echo(f"detection thresholds Ce {t['Ce']:.2f}, O {t['O']:.2f} (validation recall {t['recall']:.3f}, "
                f"precision {t['precision']:.3f} at {t['dose']:g} e/Å²); confidence map "
                f"sigma({c['a']:.3f} logit(p) {c['b']:+.3f} {terms}) from {c['n_columns']} columns")

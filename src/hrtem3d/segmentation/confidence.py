@@ -57,6 +57,15 @@ def apply_calibration(conf: np.ndarray, a: float, b: float, c: float | list[floa
     return 1 / (1 + np.exp(-z))
 
 
+def map_terms(calibration: dict) -> tuple[list[float], list[str]]:
+    """(coefficients, feature names) of a model file's `column_calibration`, whichever its form: a scalar
+    `c` is the noise-only map of older files (`log_noise`), a list goes with the stored `features`."""
+    c = calibration.get("c", 0.0)
+    if np.ndim(c) == 0:
+        return [float(c)], ["log_noise"]
+    return [float(v) for v in c], list(calibration.get("features", FEATURES))
+
+
 def calibrate_columns(raw: np.ndarray, calibration: dict, noise: float) -> np.ndarray:
     """Apply a model file's `column_calibration` to the raw confidences `raw` of one image's columns.
 
@@ -64,8 +73,5 @@ def calibrate_columns(raw: np.ndarray, calibration: dict, noise: float) -> np.nd
     """
     raw = np.asarray(raw, float)
     feats = image_features(raw, noise)
-    c = calibration.get("c", 0.0)
-    if np.ndim(c) == 0:
-        return apply_calibration(raw, calibration["a"], calibration["b"], float(c), feats["log_noise"] if c else 0.0)
-    names = calibration.get("features", list(FEATURES))
-    return apply_calibration(raw, calibration["a"], calibration["b"], list(c), np.array([feats[k] for k in names]))
+    coefs, names = map_terms(calibration)
+    return apply_calibration(raw, calibration["a"], calibration["b"], coefs, np.array([feats[k] for k in names]))
