@@ -59,3 +59,15 @@ def test_simulate_keeps_the_envelope_and_training_draws_from_it(tmp_path):
     r = CliRunner().invoke(app, ["simulate", str(tmp_path / "t.zarr"), "-n", "1", "--envelope",
                                  str(tmp_path / "missing.toml")])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_documented_example_envelopes_load():
+    """The envelopes docs/your-microscope.md tells users to copy are valid files, with what their comments say."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "examples"
+    envs = {p.name: load_envelope(p) for p in sorted(folder.glob("*.toml"))}
+    assert {"my_scope.toml", "scope_200kV.toml"} <= set(envs)
+    assert envs["scope_200kV.toml"].optics.energy_eV == 200e3
+    assert envs["my_scope.toml"].optics.energy_eV == 300e3
+    assert envs["scope_200kV.toml"].scope.pixel_size_A == (0.08, 0.12)
