@@ -5,7 +5,8 @@ and [111]; a gold particle in [110]; a bare amorphous carbon film; the in-domain
 size stated 10 % and 20 % off), reads the HAADF-STEM images of ../shared/testdata/microscope and the
 noisy images of ../shared/testdata/independent, and prints per case: the envelope verdict, the lattice
 pixel size near the stated one and with `--pixel-size lattice` (no prior), and, with --segment, the
-shipped model's column count and mean confidence before the cap.
+shipped model's column count and mean confidence before the cap, and the verdict once the columns found
+are known (`warned_after`: `envelope_check.reconsider`, what `hrtem3d segment` reports).
 
     PYTHONPATH=src .venv/bin/python benchmarks/out_of_envelope.py [--n 6] [--segment] [--out oee.csv]
 """
@@ -88,7 +89,7 @@ def cases(n: int) -> dict:
 
 
 def main() -> None:
-    from hrtem3d.segmentation.envelope_check import check_envelope
+    from hrtem3d.segmentation.envelope_check import check_envelope, reconsider
     from hrtem3d.segmentation.lattice import check_pixel_size, measure_lattice
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -116,7 +117,7 @@ def main() -> None:
             if seg is not None and 0.005 <= px <= 2.0:
                 s = seg.segment(im, px)
                 r.update(columns=len(s.columns), mean_conf=float(s.columns.confidence.mean()) if len(s.columns)
-                         else np.nan)
+                         else np.nan, warned_after=not reconsider(env, s.columns).in_envelope)
             rows.append(r)
     df = pd.DataFrame(rows)
     if a.out:
@@ -125,7 +126,8 @@ def main() -> None:
                                                                                           "mean"),
            "lattice_A_median": ("lattice_A", "median")}
     if seg is not None:
-        agg.update(columns=("columns", "mean"), mean_conf=("mean_conf", "mean"))
+        agg.update(warned_after=("warned_after", "mean"), columns=("columns", "mean"),
+                   mean_conf=("mean_conf", "mean"))
     table = df.groupby("case", sort=False).agg(**agg)
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"({time.time() - t0:.0f} s)")

@@ -176,3 +176,49 @@ def test_assess_frame_computes_one_spectrum(monkeypatch):
     img = lattice_image((192, 192), 0.1, rng=np.random.default_rng(14))
     t = assess_frame(img, None, source="lattice")  # the free fit, the check at its pixel size and the rivals
     assert len(ffts) == 1 and t.pixel_size_A == pytest.approx(0.1, rel=0.01) and t.in_envelope
+
+
+def _ceria_columns(scale: float = 1.0, jitter_A: float = 0.1, seed: int = 0):
+    """Ce columns of CeO2 [110] (a centred a/sqrt2 x a rectangle) as a column table in Å, positions jittered."""
+    import pandas as pd
+
+    a = CERIA.a_A
+    i, j = np.meshgrid(np.arange(7), np.arange(5))
+    xy = np.concatenate([np.c_[i.ravel() * a / 2**0.5, j.ravel() * a],
+                         np.c_[(i.ravel() + 0.5) * a / 2**0.5, (j.ravel() + 0.5) * a]]) * scale
+    xy = xy + np.random.default_rng(seed).normal(0, jitter_A, xy.shape)
+    return pd.DataFrame({"species": "Ce", "x_A": xy[:, 0], "y_A": xy[:, 1]})
+
+
+def test_a_faint_image_whose_columns_sit_on_the_lattice_is_taken_back():
+    from hrtem3d.segmentation.envelope_check import NO_LATTICE, columns_on_lattice, reconsider
+
+    env = check_envelope(np.random.default_rng(11).normal(size=(256, 256)), 0.1)  # spectrum shows no lattice
+    assert not env.in_envelope and env.kind == NO_LATTICE
+    back = reconsider(env, _ceria_columns())
+    assert back.in_envelope and back.warning == "" and "weak image" in back.note
+    # columns 20 % off the lattice spacing (a wrong calibration), random columns, too few columns: kept out
+    assert not columns_on_lattice(_ceria_columns(scale=1.2))
+    rng = np.random.default_rng(12)
+    import pandas as pd
+
+    rand = pd.DataFrame({"species": "Ce", "x_A": rng.uniform(0, 30, 60), "y_A": rng.uniform(0, 25, 60)})
+    assert not columns_on_lattice(rand)
+    assert not columns_on_lattice(_ceria_columns().iloc[:8])
+    for cols in (_ceria_columns(scale=1.2), rand):
+        assert not reconsider(env, cols).in_envelope
+
+
+def test_only_a_missing_lattice_can_be_reversed():
+    from hrtem3d.jobs.trust import assess_frame
+    from hrtem3d.segmentation.envelope_check import reconsider
+
+    gold = check_envelope(lattice_image((256, 256), 0.1, material=GOLD, zone=(1, 1, 0),
+                                        rng=np.random.default_rng(13)), 0.1)
+    assert not gold.in_envelope and gold.kind == "rival"
+    assert not reconsider(gold, _ceria_columns()).in_envelope
+    t = assess_frame(np.random.default_rng(14).normal(size=(256, 256)), 0.1, source="given")
+    assert not t.in_envelope and any("out of the model's envelope" in w for w in t.warnings)
+    t = t.reconsider(_ceria_columns())
+    assert t.in_envelope and not any("out of the model's envelope" in w for w in t.warnings)
+    assert t.to_dict()["envelope"]["note"]

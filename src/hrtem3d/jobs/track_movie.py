@@ -230,9 +230,10 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
         if np.isfinite(block[0]).all():
             t = assess_frame(block[0], None if lattice else src.pixel_size_A, source, name=path.name,
                              file_pixel_size_A=src.pixel_size_from_file_A)
-            trust = json.loads(json.dumps(t.to_dict(), default=float))
-            src = _at(path, src, trust)
-            ref = seg.segment(block[0], src.pixel_size_A, frame=first).working_image
+            src = _at(path, src, t.to_dict())
+            s0 = seg.segment(block[0], src.pixel_size_A, frame=first)
+            trust = json.loads(json.dumps(t.reconsider(s0.columns).to_dict(), default=float))
+            ref = s0.working_image
             contrast = "bright" if seg.polarity(ref) > 0 else "dark"
             atomic_write(trust_file, lambda p, t=trust: p.write_text(json.dumps(t, indent=1)))
             atomic_write(ref_file, lambda p, r=ref, c=contrast, f=first: np.savez(p, image=r, contrast=c, frame=f))

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hrtem3d.errors import HrtemError
-from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP, EnvelopeCheck, cap_confidence, check_envelope
+from hrtem3d.segmentation.envelope_check import (
+    CONFIDENCE_CAP,
+    EnvelopeCheck,
+    cap_confidence,
+    check_envelope,
+    reconsider,
+)
 from hrtem3d.segmentation.lattice import LatticeCheck, LatticeFit, check_pixel_size, measure_lattice
 from hrtem3d.segmentation.spectrum import image_spectrum
 
@@ -60,6 +66,19 @@ class Trust:
                 "lattice_check": self.lattice.to_dict() if self.lattice else None,
                 "lattice_measured": self.measured.to_dict() if self.measured else None,
                 "envelope": self.envelope.to_dict() if self.envelope else None}
+
+    def reconsider(self, columns) -> Trust:
+        """This verdict again, knowing the columns the model found in the same frame (Å coordinates):
+        a frame warned only for a lattice too faint to see in its spectrum, whose Ce columns sit on the
+        CeO2 [110] lattice, is taken back into the envelope (`segmentation.envelope_check.reconsider`)."""
+        if self.envelope is None or self.in_envelope:
+            return self
+        env = reconsider(self.envelope, columns)
+        if env.in_envelope:
+            old = self.envelope.warning
+            self.warnings = [w for w in self.warnings if not w.endswith(old)]
+            self.envelope = env
+        return self
 
     def cap(self, columns, confidence: np.ndarray):
         """The column table and confidence map with confidence capped when out of the envelope."""

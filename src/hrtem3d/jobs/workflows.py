@@ -59,10 +59,13 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
                 skipped.append(i)
                 bar.update(1)
                 continue
-            if trust is None:
+            fresh = trust is None
+            if fresh:
                 trust = assess_frame(frame, None if lattice else src.pixel_size_A, source, name=path.name,
                                      file_pixel_size_A=src.pixel_size_from_file_A)
             s = segmenter.segment(frame, trust.pixel_size_A, frame=i)
+            if fresh:
+                trust = trust.reconsider(s.columns)
             s.columns, s.confidence = trust.cap(s.columns, s.confidence)
             tables.append(s.columns)
             labels.append(s.labels)

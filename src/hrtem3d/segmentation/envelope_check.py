@@ -10,6 +10,13 @@ lattice is found but says the stated pixel size is off by more than `PIXEL_LIMIT
 training's calibration spread). Then every column's confidence is capped at `CONFIDENCE_CAP` and a
 one-line warning is given.
 
+A missing lattice is not always a foreign image: at low dose the spots of a small particle can sink
+into the noise. `reconsider` takes the columns the model found: when the only complaint was a missing
+lattice and the Ce columns sit on the CeO2 [110] lattice in real space (most nearest-neighbour distances
+within `PIXEL_LIMIT` of the projected Ce-Ce distance a sqrt(3/8), 3.31 Å), the image is a weak one of
+the right kind and the verdict is reversed. Columns a network invents on a bare film, on another zone
+axis or on another crystal do not form that lattice at the stated pixel size.
+
 Example:
     >>> import numpy as np
     >>> from hrtem3d.segmentation.lattice import lattice_image
@@ -31,6 +38,9 @@ from hrtem3d.structure.material import CERIA, GOLD, Material
 
 PIXEL_LIMIT = 0.08      # a lattice this far (relative) from the stated pixel size is outside training
 CONFIDENCE_CAP = 0.2    # column confidence on an out-of-envelope image is at most this
+NO_LATTICE = "no_lattice"
+MIN_LATTICE_COLUMNS = 12  # cation columns needed before their positions can vouch for the lattice
+LATTICE_SHARE = 0.6     # share of them whose nearest neighbour must sit at the lattice's distance
 ALTERNATIVES = ((CERIA, (1, 0, 0)), (CERIA, (1, 1, 1)), (GOLD, (1, 1, 0)))
 """Patterns fitted beside CeO2 [110] at the stated pixel size; one that explains more spots wins."""
 
@@ -44,12 +54,17 @@ class EnvelopeCheck:
         reasons: why not, one short phrase each.
         lattice: the pixel-size check against the lattice (`segmentation.lattice.LatticeCheck`).
         pixel_size_A: the pixel size the check was made at (Å).
+        kind: what failed: "" (nothing), "rival" (another pattern), "pixel" (the lattice far from the
+            stated pixel size) or `NO_LATTICE` (no CeO2 [110] lattice found at all).
+        note: why a verdict was reversed by `reconsider` ("" otherwise).
     """
 
     in_envelope: bool
     reasons: list[str] = field(default_factory=list)
     lattice: LatticeCheck | None = None
     pixel_size_A: float = float("nan")
+    kind: str = ""
+    note: str = ""
 
     @property
     def warning(self) -> str:
@@ -82,7 +97,7 @@ def check_envelope(image: np.ndarray, pixel_size_A: float, material: Material = 
     spec = spectrum or image_spectrum(image)
     lat = lattice or check_pixel_size(image, pixel_size_A, material=material, spectrum=spec)
     zone = _zone(material.zone_axis)
-    reasons = []
+    reasons, kind = [], ""
     own = 0.0
     if lat.fit.found:  # a CeO2 fit far from the stated pixel size loses a tie to a rival that is near it
         near = abs(pixel_size_A / lat.fit.pixel_size_A - 1) <= PIXEL_LIMIT
@@ -90,15 +105,63 @@ def check_envelope(image: np.ndarray, pixel_size_A: float, material: Material = 
     rival = _best_rival(image, spec, pixel_size_A, own, strict=lat.fit.confident)
     if rival:
         reasons.append(f"the lattice looks like {rival}, not {material.name} {zone}")
+        kind = "rival"
     else:
         f = lat.fit
         dev = max(pixel_size_A / f.pixel_size_x_A - 1, pixel_size_A / f.pixel_size_y_A - 1, key=abs) if f.found \
             else float("nan")
         if f.confident and abs(dev) > PIXEL_LIMIT:
             reasons.append(f"the lattice says the pixel size is {dev:+.0%} off")
+            kind = "pixel"
         elif not abs(dev) <= PIXEL_LIMIT:  # none found, or a weak fit far from the stated size
             reasons.append(f"no {material.name} {zone} lattice near {pixel_size_A:.4g} Å/px")
-    return EnvelopeCheck(not reasons, reasons, lat, float(pixel_size_A))
+            kind = NO_LATTICE
+    return EnvelopeCheck(not reasons, reasons, lat, float(pixel_size_A), kind)
+
+
+def columns_on_lattice(columns: pd.DataFrame, material: Material = CERIA, *, tolerance: float = PIXEL_LIMIT,
+                       min_columns: int = MIN_LATTICE_COLUMNS, min_share: float = LATTICE_SHARE) -> bool:
+    """Do the cation columns of a column table (`x_A`, `y_A` in Å) sit on `material`'s [110] lattice?
+
+    True when at least `min_columns` cation columns are found and at least `min_share` of them have their
+    nearest cation neighbour within `tolerance` (relative) of the projected nearest-neighbour distance,
+    a sqrt(3/8) (3.31 Å for CeO2: the fcc cation sublattice seen along [110] is a centred rectangle of
+    a/sqrt(2) by a).
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> a = CERIA.a_A
+        >>> i, j = np.meshgrid(np.arange(6), np.arange(5))
+        >>> xy = np.concatenate([np.c_[i.ravel() * a / 2**0.5, j.ravel() * a],
+        ...                      np.c_[(i.ravel() + 0.5) * a / 2**0.5, (j.ravel() + 0.5) * a]])
+        >>> t = pd.DataFrame({"species": "Ce", "x_A": xy[:, 0], "y_A": xy[:, 1]})
+        >>> columns_on_lattice(t), columns_on_lattice(t.assign(x_A=t.x_A * 1.2, y_A=t.y_A * 1.2))
+        (True, False)
+    """
+    if columns is None or not len(columns) or not {"species", "x_A", "y_A"} <= set(columns.columns):
+        return False
+    cat = columns[columns["species"] == material.cation]
+    if len(cat) < min_columns:
+        return False
+    from scipy.spatial import cKDTree
+
+    xy = cat[["x_A", "y_A"]].to_numpy(float)
+    d, _ = cKDTree(xy).query(xy, k=2)
+    nn = d[:, 1] / (material.a_A * np.sqrt(3 / 8))
+    return bool(np.mean(np.abs(nn - 1) <= tolerance) >= min_share)
+
+
+def reconsider(check: EnvelopeCheck, columns: pd.DataFrame, material: Material = CERIA) -> EnvelopeCheck:
+    """`check` again, knowing the columns the model found in the same image (`columns`, Å coordinates).
+
+    Only a missing lattice (`kind == NO_LATTICE`) can be reversed, when `columns_on_lattice` holds: then the
+    image is a weak image of the right kind, not a foreign one. Any other verdict is returned unchanged.
+    """
+    if check.in_envelope or check.kind != NO_LATTICE or not columns_on_lattice(columns, material):
+        return check
+    return EnvelopeCheck(True, [], check.lattice, check.pixel_size_A, "",
+                         note=f"no lattice in the power spectrum, but the {material.cation} columns found sit on "
+                              f"the {material.name} {_zone(material.zone_axis)} lattice: a weak image")
 
 
 def _zone(z) -> str:
@@ -123,4 +186,5 @@ def cap_confidence(columns: pd.DataFrame, check: EnvelopeCheck) -> pd.DataFrame:
     return columns.assign(confidence=np.minimum(columns["confidence"].to_numpy(), CONFIDENCE_CAP))
 
 
-__all__ = ["CONFIDENCE_CAP", "PIXEL_LIMIT", "TOLERANCE", "EnvelopeCheck", "cap_confidence", "check_envelope"]
+__all__ = ["CONFIDENCE_CAP", "NO_LATTICE", "PIXEL_LIMIT", "TOLERANCE", "EnvelopeCheck", "cap_confidence",
+           "check_envelope", "columns_on_lattice", "reconsider"]
