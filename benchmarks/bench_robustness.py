@@ -128,7 +128,7 @@ def load_segmenter(model: str, threads: int, backend: str = "auto"):
         from hrtem3d.model.io import read_metadata
 
         ensure_normalization(read_metadata(path).get("normalization"))
-    return Segmenter(path, threads=threads, backend=backend)
+    return Segmenter(path, threads=threads, backend=backend, contrast="bright")  # `hrtem3d segment`'s default
 
 
 def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | None = None) -> list[dict]:
@@ -148,6 +148,7 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
         truth = load_truth(folder / f"p{case['particle']}_columns.json", px)
         warned = not check_envelope(image, px).in_envelope
         for name, seg in segs.items():
+            seg.set_contrast(seg.contrast)  # each image a new input, as `hrtem3d segment` on separate files
             m, n_pred = match_image(truth, seg.segment(image, px).columns)
             by.setdefault((name, dose), []).append((m, n_pred, warned))
             _keep_confidence(name, folder.name, m)

@@ -101,7 +101,7 @@ def main() -> None:
     if a.segment:
         from hrtem3d.segmentation.segmenter import Segmenter
 
-        seg = Segmenter(contrast="auto")
+        seg = Segmenter(contrast="bright")  # `hrtem3d segment`'s default
     rows = []
     t0 = time.time()
     for name, imgs in cases(a.n).items():

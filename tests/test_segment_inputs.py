@@ -29,9 +29,10 @@ def bright_and_dark(tmp_path_factory):
     return p, d / "bright.npy", d / "dark.npy"
 
 
-def _segment(out: Path, *inputs: Path, contrast: str = "auto") -> dict[str, pd.DataFrame]:
+def _segment(out: Path, *inputs: Path, contrast: str | None = "auto") -> dict[str, pd.DataFrame]:
+    flag = [] if contrast is None else ["--contrast", contrast]  # None: segment's default
     r = CliRunner().invoke(app, ["segment", *map(str, inputs), "--out", str(out), "--pixel-size", "0.16",
-                                 "--contrast", contrast, "--no-progress"])
+                                 *flag, "--no-progress"])
     assert r.exit_code == 0, r.output
     return {p.stem: pd.read_csv(out / p.stem / "columns.csv") for p in inputs}
 
@@ -49,6 +50,17 @@ def test_auto_contrast_is_decided_for_each_input(bright_and_dark, tmp_path):
                                       tables["bright"][["x_px", "y_px", "species", "n_atoms"]], atol=0.01)
     forced = _segment(tmp_path / "forced", dark, contrast="bright")["dark"]  # the wrong polarity does differ
     assert (match_columns(p.truth, forced).pred_row >= 0).mean() < 0.85
+
+
+def test_default_contrast_is_as_recorded(bright_and_dark, tmp_path):
+    """Without --contrast the image is taken as recorded (no guess that could flip a legitimate image): the
+    bright image is found, the inverted one is segmented as it is, exactly as with --contrast bright."""
+    p, bright, dark = bright_and_dark
+    default = _segment(tmp_path / "default", bright, dark, contrast=None)
+    assert (match_columns(p.truth, default["bright"]).pred_row >= 0).mean() > 0.85
+    as_bright = _segment(tmp_path / "bright", dark, contrast="bright")["dark"]
+    pd.testing.assert_frame_equal(default["dark"], as_bright)
+    assert (match_columns(p.truth, default["dark"]).pred_row >= 0).mean() < 0.85
 
 
 def test_errors_in_library_terms_and_in_the_clis(bright_and_dark, tmp_path):

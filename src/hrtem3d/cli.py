@@ -185,7 +185,9 @@ def segment(
     pixel_size: str = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides the file's), or "
                                    "'lattice' to measure it from the CeO2 [110] lattice of the first frame."),
     model: Path = typer.Option(None, help="Model file (*.safetensors); default: the model shipped with hrtem3d."),
-    contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto."),
+    contrast: str = typer.Option("bright", help="Atom contrast: bright (as recorded: the polarity the model "
+                                  "was trained on, right for raw counts), dark (inverted) or auto (guessed per "
+                                  "input; for processed images)."),
     tta: int = typer.Option(1, help="Test-time augmentation: average the class probabilities over 1, 2, 4 or "
                                     "8 flips/rotations (that many times slower; more accurate depths)."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
@@ -241,7 +243,8 @@ def track(
     scheduler: str = typer.Option(None, help="Address of a running dask scheduler (a cluster)."),
     chunk: int = typer.Option(16, help="Frames per chunk: the unit of parallel work and of resuming."),
     model: Path = typer.Option(None, help="Model file; default: the model shipped with hrtem3d."),
-    contrast: str = typer.Option("auto", help="Atom contrast: bright, dark or auto (decided on the first frame)."),
+    contrast: str = typer.Option("bright", help="Atom contrast: bright (as recorded, right for raw counts), "
+                                  "dark (inverted) or auto (guessed on the first frame; for processed movies)."),
     change_threshold: float = typer.Option(50.0, help="Evidence a depth change needs: drop in squared error of a "
                                                       "column's expected depth and intensity, in noise variances."),
     figures: bool = typer.Option(True, help="Write the overlay movie and figures."),

@@ -124,7 +124,7 @@ def _model(model: Model | str | Path | None) -> Model:
 
 
 def segment(image: Any, pixel_size_A: float | None = None, model: Model | str | Path | None = None, *,
-            contrast: str = "auto", frame: int = 0) -> pd.DataFrame:
+            contrast: str = "bright", frame: int = 0) -> pd.DataFrame:
     """The column table of one image: every atomic column, its species and atoms in the column.
 
     Args:
@@ -133,7 +133,8 @@ def segment(image: Any, pixel_size_A: float | None = None, model: Model | str | 
         pixel_size_A: Å per pixel; required for arrays, overrides a signal's or file's calibration.
         model: a `Model` from `load_model`, a model file (loaded for this call: for many images,
             load it once with `load_model`), or None for the shipped model (loaded once per process).
-        contrast: "bright" (atoms bright), "dark", or "auto" (decided on this image).
+        contrast: "bright" (as recorded: raw counts have the polarity the model was trained on), "dark"
+            (inverted), or "auto" (guessed on this image; only for processed images of unknown polarity).
         frame: the value of the table's `frame` field.
 
     Returns:
@@ -178,13 +179,13 @@ class MovieColumns:
 
 
 def segment_frames(source: Any, pixel_size_A: float | None = None, model: Model | str | Path | None = None, *,
-                   contrast: str = "auto", start: int = 0, stop: int | None = None, chunk: int = 16
+                   contrast: str = "bright", start: int = 0, stop: int | None = None, chunk: int = 16
                    ) -> Iterator[tuple[int, pd.DataFrame, tuple[float, float]]]:
     """Segment a movie frame by frame: yields `(frame, column table, (dx, dy) drift in Å)`.
 
     Streams: `source` (a 3D numpy or dask array `[frame, y, x]`, a HyperSpy stack, an ImageSource
     or a file) is read `chunk` frames at a time (a dask array along its own chunks), never whole.
-    The contrast ("auto") and the drift reference are fixed on the first good frame; frames
+    The contrast (with "auto") and the drift reference are fixed on the first good frame; frames
     with NaN or Inf pixels are skipped with a warning. Other arguments as `segment_movie`.
     """
     from hrtem3d.api.signals import as_frames
@@ -216,7 +217,7 @@ def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, ch
 
 
 def segment_movie(source: Any, pixel_size_A: float | None = None, model: Model | str | Path | None = None, *,
-                  contrast: str = "auto", start: int = 0, stop: int | None = None, chunk: int = 16,
+                  contrast: str = "bright", start: int = 0, stop: int | None = None, chunk: int = 16,
                   frame_interval_s: float | None = None) -> MovieColumns:
     """Segment every frame of a movie held in memory, lazily or in a file; the tables for `track`.
 

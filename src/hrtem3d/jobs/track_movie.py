@@ -47,7 +47,7 @@ class TrackSettings:
         workers: dask worker processes (1 = this process).
         scheduler: address of a running dask scheduler (overrides workers).
         model: a model file; None uses the shipped default.
-        contrast: "auto", "bright" or "dark" (decided once, on the reference frame).
+        contrast: "bright" (as recorded), "dark" or "auto" (decided once, on the reference frame).
         compile: run the network through torch.compile (see `Segmenter`).
         backend: how the network runs ("auto", "onnx", "torch", "int8"; see `Segmenter`).
         skip_vacuum: run the network only around what is not vacuum (see `Segmenter`).
@@ -63,7 +63,7 @@ class TrackSettings:
     workers: int = 1
     scheduler: str | None = None
     model: str | None = None
-    contrast: str = "auto"
+    contrast: str = "bright"
     search_range_A: float = 0.6
     memory: int = 5
     temporal: TemporalModel = field(default_factory=TemporalModel)

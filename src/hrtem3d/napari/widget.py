@@ -61,7 +61,7 @@ def columns_to_points(columns: pd.DataFrame, *, movie: bool, pixel_size_A: float
     return data, opts
 
 
-def segment_layer(data: Any, pixel_size_A: float, *, contrast: str = "auto", model: Any = None) -> pd.DataFrame:
+def segment_layer(data: Any, pixel_size_A: float, *, contrast: str = "bright", model: Any = None) -> pd.DataFrame:
     """The column table of a layer's data: `[y, x]` an image, `[frame, y, x]` a movie (streamed by frame)."""
     import hrtem3d.api as api
 
@@ -72,7 +72,7 @@ def segment_layer(data: Any, pixel_size_A: float, *, contrast: str = "auto", mod
     raise HrtemError(f"an image [y, x] or a movie [frame, y, x] is segmented, not data of shape {np.shape(data)}")
 
 
-def add_columns_layer(viewer: Any, layer: Any, *, contrast: str = "auto", pixel_size_A: float = 0.0,
+def add_columns_layer(viewer: Any, layer: Any, *, contrast: str = "bright", pixel_size_A: float = 0.0,
                       model: Any = None) -> Any:
     """Segment `layer` and add the Points layer of its columns to `viewer`; returns the new layer."""
     px = layer_pixel_size_A(layer, pixel_size_A)
@@ -87,9 +87,9 @@ def segment_widget():
     import napari
     from magicgui import magic_factory
 
-    @magic_factory(call_button="Segment", contrast={"choices": ["auto", "bright", "dark"]},
+    @magic_factory(call_button="Segment", contrast={"choices": ["bright", "dark", "auto"]},
                    pixel_size_A={"label": "pixel size (Å, 0 = layer's)", "min": 0.0, "max": 2.0, "step": 0.001})
-    def segment_columns(viewer: napari.viewer.Viewer, image: napari.layers.Image, contrast: str = "auto",
+    def segment_columns(viewer: napari.viewer.Viewer, image: napari.layers.Image, contrast: str = "bright",
                         pixel_size_A: float = 0.0) -> None:
         if image is None:
             raise HrtemError("no image layer to segment: open an image first")
