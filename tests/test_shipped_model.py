@@ -126,7 +126,7 @@ def test_auto_contrast_of_a_dark_particle_in_a_corner_of_a_vacuum_frame(shipped_
     big = rng.poisson(float(np.median(dark[:8])), (720, 720)).astype(np.float32)
     oy, ox = (400, 0) if corner == "bottom-left" else (0, 400)
     big[oy:oy + 320, ox:ox + 320] = dark  # the centre crop (232..488) sees no particle
-    seg = Segmenter()  # contrast "auto"
+    seg = Segmenter(contrast="auto")
     found = seg.segment(big, m.pixel_size_A).columns
     assert seg.polarity(np.zeros((8, 8))) == -1.0  # decided: atoms dark
     truth = m.truth[m.truth.frame == 0].assign(y_px=lambda t: t.y_px + oy, x_px=lambda t: t.x_px + ox)

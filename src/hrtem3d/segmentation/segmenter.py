@@ -103,8 +103,9 @@ class Segmenter:
         tile: largest working-grid tile side (pixels); larger images are tiled.
         overlap: tile overlap (working pixels); None takes the network's receptive radius rounded up to
             its pooling grid (`seam_free_overlap`: 144 for the shipped model), so seams change nothing.
-        contrast: "bright" (atoms bright, as in training), "dark" (inverted), or "auto" (decided on
-            the first image segmented after `set_contrast`; callers reset it for every new input).
+        contrast: "bright" (as recorded: raw counts have the polarity of training; the default), "dark"
+            (inverted), or "auto" (decided on the first image segmented after `set_contrast`; callers reset
+            it for every new input; for processed images of unknown polarity).
         threads: torch CPU threads (None: torch's default).
         compile: run the network through `torch.compile` (a compile of up to a minute on the
             first frame of each new size; the "torch" backend only).
@@ -120,8 +121,9 @@ class Segmenter:
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
-                 overlap: int | None = None, contrast: str = "auto", threads: int | None = None, compile: bool = False,
-                 tta: int = 1, backend: str = "auto", skip_vacuum: bool = True, vacuum_margin: int | None = None):
+                 overlap: int | None = None, contrast: str = "bright", threads: int | None = None,
+                 compile: bool = False, tta: int = 1, backend: str = "auto", skip_vacuum: bool = True,
+                 vacuum_margin: int | None = None):
         if tta not in (1, 2, 4, 8):
             raise HrtemError(f"tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}", param="tta")
         self.tta = tta
