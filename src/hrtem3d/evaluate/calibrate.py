@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import expit
 
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
@@ -46,7 +47,7 @@ def fit_platt(conf: np.ndarray, correct: np.ndarray, feature: np.ndarray | None 
     f = np.zeros((len(z), 1)) if feature is None else np.asarray(feature, float).reshape(len(z), -1)
 
     def nll(p):
-        q = np.clip(1 / (1 + np.exp(-np.clip(p[0] * z + p[1] + f @ p[2:], -700.0, 700.0))), 1e-9, 1 - 1e-9)
+        q = np.clip(expit(p[0] * z + p[1] + f @ p[2:]), 1e-9, 1 - 1e-9)
         return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
 
     if feature is None:

@@ -44,7 +44,8 @@ class Trust:
         lattice: the stated pixel size against the lattice (None with --pixel-size lattice).
         measured: the lattice fit behind --pixel-size lattice (None otherwise).
         envelope: the out-of-envelope check.
-        warnings: one line each.
+        notes: the calibration's warnings (pixel size against the lattice, non-square pixels), one line each.
+        name: the input's name, which starts the envelope's warning line.
     """
 
     pixel_size_A: float
@@ -53,11 +54,17 @@ class Trust:
     lattice: LatticeCheck | None = None
     measured: LatticeFit | None = None
     envelope: EnvelopeCheck | None = None
-    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    name: str = "image"
 
     @property
     def in_envelope(self) -> bool:
         return self.envelope is None or self.envelope.in_envelope
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning, one line each: the calibration's, then the envelope's (while out of it)."""
+        return self.notes + ([] if self.in_envelope else [f"{self.name}: {self.envelope.warning}"])
 
     def to_dict(self) -> dict:
         return {"pixel_size_A": self.pixel_size_A, "pixel_size_source": self.source,
@@ -71,13 +78,8 @@ class Trust:
         """This verdict again, knowing the columns the model found in the same frame (Å coordinates):
         a frame warned only for a lattice too faint to see in its spectrum, whose Ce columns sit on the
         CeO2 [110] lattice, is taken back into the envelope (`segmentation.envelope_check.reconsider`)."""
-        if self.envelope is None or self.in_envelope:
-            return self
-        env = reconsider(self.envelope, columns)
-        if env.in_envelope:
-            old = self.envelope.warning
-            self.warnings = [w for w in self.warnings if not w.endswith(old)]
-            self.envelope = env
+        if self.envelope is not None:
+            self.envelope = reconsider(self.envelope, columns)
         return self
 
     def cap(self, columns, confidence: np.ndarray):
@@ -117,13 +119,11 @@ def assess_frame(frame: np.ndarray, pixel_size_A: float | None, source: str, nam
                             f"{fit.pixel_size_y_A:.4g} Å along y); their mean {px:.4g} Å is used")
         lat = check_pixel_size(frame, px, spectrum=spec)
         env = check_envelope(frame, px, lattice=lat, spectrum=spec)
-        t = Trust(float(px), LATTICE, file_pixel_size_A, None, fit, env, warnings)
+        t = Trust(float(px), LATTICE, file_pixel_size_A, None, fit, env, warnings, name)
     else:
         lat = check_pixel_size(frame, pixel_size_A, spectrum=spec)
         if lat.disagrees:
             warnings.append(f"{name}: {lat.message}")
         env = check_envelope(frame, pixel_size_A, lattice=lat, spectrum=spec)
-        t = Trust(float(pixel_size_A), source, file_pixel_size_A, lat, None, env, warnings)
-    if not env.in_envelope:
-        t.warnings.append(f"{name}: {env.warning}")
+        t = Trust(float(pixel_size_A), source, file_pixel_size_A, lat, None, env, warnings, name)
     return t

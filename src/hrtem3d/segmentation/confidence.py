@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 FEATURES = ("log_noise", "image_logit")
 
@@ -54,7 +55,7 @@ def apply_calibration(conf: np.ndarray, a: float, b: float, c: float | list[floa
         z = z + float(c) * np.asarray(feature, float)
     else:
         z = z + np.asarray(feature, float) @ np.asarray(c, float)
-    return 1 / (1 + np.exp(-np.clip(z, -700.0, 700.0)))  # exp(700) is finite in float64: no overflow warning
+    return expit(z)
 
 
 def map_terms(calibration: dict) -> tuple[list[float], list[str]]:
