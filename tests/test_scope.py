@@ -180,3 +180,28 @@ def test_background_ripple_keeps_the_cell_periodic(rng):
     inner = max(np.abs(np.diff(out, axis=0)).max(), np.abs(np.diff(out, axis=1)).max())
     wrap = max(np.abs(out[0] - out[-1]).max(), np.abs(out[:, 0] - out[:, -1]).max())
     assert wrap <= 1.01 * inner
+
+
+def test_phonon_scale_draws_a_thermal_amplitude_per_structure_and_keeps_old_settings():
+    from conftest import tiny_settings
+
+    from hrtem3d.data.generate import SimulationSettings, simulate_one
+
+    s = tiny_settings(seed=0)
+    assert "phonon_scale" not in s.to_dict()["multislice"]  # stores made before the range resume unchanged
+    s.multislice.frozen_phonons, s.multislice.phonon_scale = 2, (0.85, 1.5)
+    d = s.to_dict()
+    assert SimulationSettings.from_dict(d).multislice.phonon_scale == (0.85, 1.5)
+    out = [simulate_one(i, d) for i in range(4)]
+    scales = [o["params"]["phonon_scale"] for o in out]
+    assert all(0.85 <= v <= 1.5 for v in scales) and len(set(scales)) == 4
+    # the particle does not depend on the thermal draw: same atoms as a fixed-amplitude store
+    s.multislice.phonon_scale = (1.0, 1.0)
+    fixed = simulate_one(0, s.to_dict())
+    assert fixed["params"]["phonon_scale"] == 1.0
+    assert fixed["params"]["formula"] == out[0]["params"]["formula"]
+    # a larger displacement scatters more out of the aperture: the exit wave differs
+    assert not np.allclose(fixed["exit_wave"], out[0]["exit_wave"], atol=1e-3)
+    s.multislice.phonon_scale = (1.5, 1.0)
+    with pytest.raises(Exception, match="phonon_scale"):
+        s.validate()

@@ -59,6 +59,15 @@ def _in_cli_terms(e: HrtemError) -> str:
     return msg
 
 
+def _float_range(text: str, flag: str) -> tuple[float, float]:
+    """`LOW,HIGH` as two floats, or a one-line HrtemError naming `flag`."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise HrtemError(f"{flag} must be two comma-separated numbers LOW,HIGH, got {text!r}") from None
+    return lo, hi
+
+
 def _friendly(fn):
     """Turn HrtemError and Ctrl-C into one line and an exit code; our warnings into one line each."""
 
@@ -94,6 +103,9 @@ def simulate(
     frozen_phonons: int = typer.Option(0, help="Frozen-phonon configurations (0 = static lattice)."),
     phonon_share: float = typer.Option(1.0, help="Fraction of the structures given --frozen-phonons "
                                                  "configurations (thermal diffuse scattering); the rest static."),
+    phonon_scale: str = typer.Option("1,1", help="Range LOW,HIGH of a factor on the thermal r.m.s. displacements "
+                                                 "(Ce 0.055 Å, O 0.085 Å at room temperature), drawn per structure: "
+                                                 "0.85,1.5 spans a cooled holder to a heating stage near 650 °C."),
     facet_110: float = typer.Option(0.0, "--facet-110", help="Chance that a particle also has {110} facets."),
     films: int = typer.Option(16, help="Amorphous carbon support films (1 nm each) stored for training images."),
     envelope: Path = typer.Option(None, help="Microscope envelope TOML (voltage, aberrations, aperture, dose, "
@@ -114,6 +126,7 @@ def simulate(
     s.multislice.store_gpts = gpts
     s.multislice.frozen_phonons = frozen_phonons
     s.multislice.phonon_share = phonon_share
+    s.multislice.phonon_scale = _float_range(phonon_scale, "--phonon-scale")
     s.particles.facet_110_prob = facet_110
     s.particles.diameter_A = (min_diameter, max_diameter)
     if not 0 <= films <= 1000:

@@ -56,6 +56,7 @@ class SimulationSettings:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["scheme"] = self.scheme.to_dict()
+        d["multislice"] = self.multislice.to_dict()
         if d["envelope"] is None:  # stores simulated without an envelope file keep their settings
             del d["envelope"]
         return d
@@ -63,7 +64,8 @@ class SimulationSettings:
     @classmethod
     def from_dict(cls, d: dict) -> SimulationSettings:
         return cls(seed=d["seed"], material=d["material"],
-                   multislice=MultisliceConfig(**d["multislice"]),
+                   multislice=MultisliceConfig(**{k: tuple(v) if k == "phonon_scale" else v
+                                                  for k, v in d["multislice"].items()}),
                    particles=ParticleEnvelope(**{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in d["particles"].items()}),
                    labels=LabelConfig(**d["labels"]), scheme=ClassScheme.from_dict(d["scheme"]),
@@ -80,13 +82,18 @@ def simulate_one(index: int, settings: dict) -> dict:
         # its own stream, so the share does not change which particles are drawn
         if np.random.default_rng([s.seed, index, 1]).random() >= ms.phonon_share:
             ms = replace(ms, frozen_phonons=0)
+    scale = 1.0
+    if ms.frozen_phonons and tuple(ms.phonon_scale) != (1.0, 1.0):  # its own stream too
+        scale = float(np.random.default_rng([s.seed, index, 2]).uniform(*ms.phonon_scale))
+        ms = replace(ms, phonon_sigma_A={k: v * scale for k, v in ms.phonon_sigma_A.items()})
     wave = exit_wave(atoms, ms, seed=params.seed)
     cols = column_table(atoms, MATERIALS[s.material])
     cls, alpha = make_targets(cols, (ms.store_gpts, ms.store_gpts), ms.store_sampling_A, s.scheme, s.labels)
     return {"index": index, "exit_wave": wave, "cls": cls,
             "alpha": np.round(alpha * 255).astype(np.uint8), "columns": cols,
             "params": {**params.to_dict(), "formula": atoms.get_chemical_formula(),
-                       "thickness_A": float(atoms.cell[2, 2]), "frozen_phonons": int(ms.frozen_phonons)}}
+                       "thickness_A": float(atoms.cell[2, 2]), "frozen_phonons": int(ms.frozen_phonons),
+                       "phonon_scale": scale}}
 
 
 def simulate_dataset(out: str | Path, n_structures: int, settings: SimulationSettings | None = None,

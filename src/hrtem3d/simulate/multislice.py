@@ -27,6 +27,9 @@ class MultisliceConfig:
         phonon_share: fraction of the structures simulated with `frozen_phonons` configurations
             (the rest static), so a training set holds both at a fraction of the cost.
         phonon_sigma_A: r.m.s. displacement per element for frozen phonons (Å).
+        phonon_scale: range of a factor on `phonon_sigma_A`, drawn per structure (1, 1: fixed). The
+            r.m.s. displacement grows as the square root of the temperature above the Debye temperature,
+            so 0.85..1.5 spans a cooled holder to an in-situ heating stage near 650 °C.
         store_sampling_A: sampling of the stored exit wave (Å); the wave is
             Fourier-cropped to it, which is exact while the objective aperture
             stays below its Nyquist angle.
@@ -41,6 +44,7 @@ class MultisliceConfig:
     frozen_phonons: int = 0
     phonon_share: float = 1.0
     phonon_sigma_A: dict = field(default_factory=lambda: {"Ce": 0.055, "O": 0.085})
+    phonon_scale: tuple = (1.0, 1.0)
     store_sampling_A: float = 0.16
     store_gpts: int = 320
 
@@ -68,11 +72,17 @@ class MultisliceConfig:
             raise ValueError("frozen_phonons must be >= 0")
         if not 0 <= self.phonon_share <= 1:
             raise ValueError(f"phonon_share must lie in 0..1, got {self.phonon_share}")
+        lo, hi = self.phonon_scale
+        if not 0 < lo <= hi <= 5:
+            raise ValueError(f"phonon_scale must be a range inside 0..5 with low <= high, got {self.phonon_scale}")
         if self.energy_eV <= 0:
             raise ValueError("energy_eV must be positive")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if tuple(d["phonon_scale"]) == (1.0, 1.0):  # stores made before the range existed keep their settings
+            del d["phonon_scale"]
+        return d
 
 
 def exit_wave(atoms: Atoms, config: MultisliceConfig | None = None, seed: int = 0) -> np.ndarray:
