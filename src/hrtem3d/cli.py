@@ -105,7 +105,7 @@ def simulate(
                                                  "configurations (thermal diffuse scattering); the rest static."),
     phonon_scale: str = typer.Option("1,1", help="Range LOW,HIGH of a factor on the thermal r.m.s. displacements "
                                                  "(Ce 0.055 Å, O 0.085 Å at room temperature), drawn per structure: "
-                                                 "0.85,1.5 spans a cooled holder to a heating stage at several hundred °C."),
+                                                 "0.9,1.2 is room temperature; raise it for a heating holder."),
     facet_110: float = typer.Option(0.0, "--facet-110", help="Chance that a particle also has {110} facets."),
     films: int = typer.Option(16, help="Amorphous carbon support films (1 nm each) stored for training images."),
     envelope: Path = typer.Option(None, help="Microscope envelope TOML (voltage, aberrations, aperture, dose, "

@@ -29,7 +29,8 @@ class MultisliceConfig:
         phonon_sigma_A: r.m.s. displacement per element for frozen phonons (Å).
         phonon_scale: range of a factor on `phonon_sigma_A`, drawn per structure (1, 1: fixed). The
             r.m.s. displacement grows as the square root of the temperature above the Debye temperature,
-            so 0.85..1.5 spans a cooled holder to an in-situ heating stage at several hundred °C.
+            so 0.85..1.5 spans a cooled holder to an in-situ heating stage at several hundred °C;
+            0.9..1.2 is room temperature with room for a nanoparticle's softer surface.
         store_sampling_A: sampling of the stored exit wave (Å); the wave is
             Fourier-cropped to it, which is exact while the objective aperture
             stays below its Nyquist angle.
