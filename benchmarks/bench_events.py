@@ -7,6 +7,7 @@ change is found when an event of the same species and sign lies within 2 frames 
 Baseline in the same run: the expected depth alone (no intensity series) at threshold 40.
 
     .venv/bin/python benchmarks/bench_events.py --seeds 20-29 --thresholds 40 50 60 [--model M.safetensors]
+        [--frozen-phonons 4 --work /tmp/bench_events_tds]   # movies with thermal diffuse scattering
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     from hrtem3d.io import open_image
     from hrtem3d.jobs.track_movie import TrackSettings, gather_parts, model_scheme, track_movie
     from hrtem3d.simulate.movie import MovieConfig, simulate_movie, write_movie
+    from hrtem3d.simulate.multislice import MultisliceConfig
     from hrtem3d.tracking.analysis import analyze_movie
     from hrtem3d.tracking.changepoint import ChangeModel
     from hrtem3d.tracking.events import match_events
@@ -36,6 +38,8 @@ def main() -> None:
     ap.add_argument("--thresholds", type=float, nargs="+", default=[40.0, 50.0, 60.0])
     ap.add_argument("--work", default="/tmp/bench_events")
     ap.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    ap.add_argument("--frozen-phonons", type=int, default=0,
+                    help="frozen-phonon configurations of the simulated movies (0 = static lattice; use a new --work)")
     a = ap.parse_args()
     scheme = model_scheme(a.model)
     settings = TrackSettings(model=a.model)
@@ -44,7 +48,8 @@ def main() -> None:
     for seed in seeds_of(a.seeds):
         out = Path(a.work) / f"seed{seed}"
         if not (out / "truth_events.csv").exists():
-            write_movie(simulate_movie(MovieConfig(), seed=seed), out)
+            config = MovieConfig(multislice=MultisliceConfig(frozen_phonons=a.frozen_phonons))
+            write_movie(simulate_movie(config, seed=seed), out)
         track_movie(out / "movie.tif", out / tag, settings, progress=False, figures=False)
         src = open_image(out / "movie.tif")
         cols, frames, drift, _ = gather_parts(out / tag, 0, src.n_frames, settings.chunk)
