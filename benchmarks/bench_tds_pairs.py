@@ -15,28 +15,28 @@ Example (about 6 min of simulation on 2 cores, then a minute per model and store
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hrtem3d.data.generate import SimulationSettings, simulate_dataset
 from hrtem3d.evaluate.metrics import evaluate
 from hrtem3d.model.io import default_model_path
 
-LENGTH_BINS = [(1, 3), (4, 5), (6, 7), (8, 99)]
+LENGTH_BINS = {"bias 1-3": (1, 3), "bias 4-5": (4, 5), "bias 6-7": (6, 7), "bias 8+": (8, 99)}  # true atoms
 
 
-def build(cache: Path, configs: list[int], n: int, seed: int, scale: str) -> dict[str, Path]:
-    """The paired stores, simulated once (resumable) with `hrtem3d simulate`."""
+def build(cache: Path, configs: list[int], n: int, seed: int, scale: tuple[float, float]) -> dict[str, Path]:
+    """The paired stores, simulated once (resumable; same seed, so the same particles in each)."""
     stores = {}
     for c in configs:
+        s = SimulationSettings(seed=seed)
+        s.particles.diameter_A = (16.0, 46.0)
+        if c:
+            s.multislice.frozen_phonons, s.multislice.phonon_scale = c, scale
         path = cache / (f"tds{c}.zarr" if c else "static.zarr")
-        extra = ["--frozen-phonons", str(c), "--phonon-scale", scale] if c else []
-        subprocess.run([sys.executable, "-m", "hrtem3d.cli", "simulate", str(path), "-n", str(n), "--seed", str(seed),
-                        "--workers", "2", "--min-diameter", "16", "--max-diameter", "46", "--films", "0",
-                        "--no-progress", *extra], check=True)
+        simulate_dataset(path, n, s, workers=2, progress=False, n_films=0)
         stores[f"TDS x{c}" if c else "static"] = path
     return stores
 
@@ -51,10 +51,9 @@ def table(model: str, name: str, store: Path, doses: tuple[float, ...]) -> list[
         row = {"model": Path(model).stem, "store": name, "dose": int(dose),
                "Ce exact": round(float((g.pred_n == g.n_atoms).mean()), 3), "bias": round(float(err.mean()), 2),
                "confidence": round(float(hit.confidence.mean()), 2)}
-        for lo, hi in LENGTH_BINS:
-            sel = (hit.n_atoms >= lo) & (hit.n_atoms <= hi)
-            row[f"bias {lo}-{hi if hi < 99 else ''}".rstrip("-") + (" +" if hi == 99 else "")] = (
-                round(float(err[sel].mean()), 2) if sel.any() else np.nan)
+        for label, (lo, hi) in LENGTH_BINS.items():
+            sel = hit.n_atoms.between(lo, hi)
+            row[label] = round(float(err[sel].mean()), 2) if sel.any() else np.nan
         rows.append(row)
     return rows
 
@@ -70,7 +69,8 @@ def main() -> None:
     ap.add_argument("--doses", default="1000,5000")
     ap.add_argument("--out", type=Path, help="CSV of the table")
     a = ap.parse_args()
-    stores = build(a.cache, [int(c) for c in a.configs.split(",")], a.n, a.seed, a.phonon_scale)
+    lo, hi = (float(v) for v in a.phonon_scale.split(","))
+    stores = build(a.cache, [int(c) for c in a.configs.split(",")], a.n, a.seed, (lo, hi))
     doses = tuple(float(d) for d in a.doses.split(","))
     models = [str(default_model_path()) if m == "default" else m for m in (a.model or ["default"])]
     rows = [r for m in models for name, path in stores.items() for r in table(m, name, path, doses)]

@@ -63,11 +63,11 @@ class SimulationSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> SimulationSettings:
-        return cls(seed=d["seed"], material=d["material"],
-                   multislice=MultisliceConfig(**{k: tuple(v) if k == "phonon_scale" else v
-                                                  for k, v in d["multislice"].items()}),
-                   particles=ParticleEnvelope(**{k: tuple(v) if isinstance(v, list) else v
-                                                 for k, v in d["particles"].items()}),
+        def tuples(fields: dict) -> dict:  # JSON gives lists where the dataclasses hold (low, high) tuples
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+
+        return cls(seed=d["seed"], material=d["material"], multislice=MultisliceConfig(**tuples(d["multislice"])),
+                   particles=ParticleEnvelope(**tuples(d["particles"])),
                    labels=LabelConfig(**d["labels"]), scheme=ClassScheme.from_dict(d["scheme"]),
                    envelope=d.get("envelope"))
 
