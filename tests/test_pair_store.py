@@ -1,0 +1,61 @@
+"""benchmarks/pair_store.py: the same particles static and with frozen phonons, joined into one training store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+pytest.importorskip("abtem")
+
+import pair_store  # noqa: E402
+from conftest import tiny_settings  # noqa: E402
+
+from hrtem3d.data import store  # noqa: E402
+from hrtem3d.data.dataset import HrtemDataset  # noqa: E402
+from hrtem3d.data.generate import simulate_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    """The same 3 tiny particles, static and with 2 frozen-phonon configurations (seed 5)."""
+    root = tmp_path_factory.mktemp("pairs")
+    static, tds = root / "static.zarr", root / "tds.zarr"
+    simulate_dataset(static, 3, tiny_settings(seed=5), workers=0, progress=False)
+    s = tiny_settings(seed=5)
+    s.multislice.frozen_phonons = 2
+    simulate_dataset(tds, 3, s, workers=0, progress=False)
+    return root, static, tds
+
+
+def test_pairs_hold_both_versions_of_each_particle(twins):
+    root, static, tds = twins
+    out = root / "mix.zarr"
+    assert pair_store.pair_stores(static, tds, out, offset=100) == (3, 3)
+    mix = store.open_store(out)
+    groups = {int(g.attrs["index"]): g for g in store.structure_groups(mix)}
+    assert sorted(groups) == [0, 1, 2, 100, 101, 102]
+    for k in range(3):
+        vib, still = groups[k], groups[100 + k]
+        assert vib["exit_wave"].shape[0] == 2 and still["exit_wave"].shape[0] == 1
+        # same particle: same ground truth, different images
+        assert store.read_columns(vib).equals(store.read_columns(still))
+        assert not np.allclose(vib["exit_wave"][0], still["exit_wave"][0])
+    assert store.settings_of(mix)["paired_with"]["index_offset"] == 100
+    assert not (root / "mix.zarr.partial").exists()
+    image, target, weights = HrtemDataset(out, crop=64)[0]
+    assert image.shape == (1, 64, 64) and np.isfinite(image.numpy()).all()
+
+
+def test_refuses_to_overwrite_and_stores_without_static_structures(twins):
+    root, static, tds = twins
+    out = root / "again.zarr"
+    out.mkdir()
+    with pytest.raises(SystemExit, match="exists"):
+        pair_store.pair_stores(static, tds, out)
+    with pytest.raises(SystemExit, match="no static-lattice"):
+        pair_store.pair_stores(tds, tds, root / "none.zarr")
+    assert not (root / "none.zarr").exists()
