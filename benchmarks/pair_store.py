@@ -44,22 +44,19 @@ def pair_stores(static: Path, tds: Path, out: Path, *, offset: int = 1000,
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(tds, tmp, ignore=shutil.ignore_patterns("s[0-9]*"))  # root, films, structures/zarr.json
-    n_tds = n_static = 0
     for k in tds_idx:
         name = store.structure_name(k)
         shutil.copytree(tds / "structures" / name, tmp / "structures" / name)
-        n_tds += 1
     root = zarr.open_group(tmp, mode="r+")
     for i in sorted(static_idx):
         k = offset + i
         shutil.copytree(static / "structures" / store.structure_name(i), tmp / "structures" / store.structure_name(k))
         root["structures"][store.structure_name(k)].attrs["index"] = k
-        n_static += 1
     settings = dict(root.attrs["settings"])
     settings["paired_with"] = {"static_store": str(static), "index_offset": offset, "balanced": balanced}
     root.attrs["settings"] = settings
     tmp.rename(out)
-    return n_tds, n_static
+    return len(tds_idx), len(static_idx)
 
 
 def main() -> None:
