@@ -9,7 +9,8 @@ matched to the truth per species (`match_columns`, 0.7 Å, Hungarian). Metrics, 
 - recall: matched true columns over all true columns; precision: matched predictions over all predictions
   (a prediction is a true positive if matched to a true column of its species);
 - ECE: expected calibration error of the confidence for Ce exact-correctness (10 equal-width bins over
-  matched Ce columns); conf: their mean confidence;
+  matched Ce columns); conf: their mean confidence; ECE_floor: the ECE a perfectly calibrated model with
+  the same confidences would show on that many columns (`ece_sampling_floor`), the set's sampling noise;
 - warn: share of the set's images that get the out-of-envelope warning (`segment.envelope_check`, the
   check `hrtem3d segment` makes; it depends on the image, not the model). Confidence, hence ECE, is that of
   the segmenter alone (no cap), so ECE keeps measuring the model's own calibration.
@@ -40,7 +41,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONFIDENCE: dict = {}  # (model, set) -> [(confidence, exact) of matched Ce columns], for the reliability figure
-METRICS = ["Ce_exact", "Ce_pm1", "Ce_bias", "O_exact", "O_pm1", "recall", "precision", "ECE", "conf", "warn"]
+METRICS = ["Ce_exact", "Ce_pm1", "Ce_bias", "O_exact", "O_pm1", "recall", "precision", "ECE", "ECE_floor", "conf",
+           "warn"]
 CLI = Path(sys.executable).with_name("hrtem3d")
 
 
@@ -67,7 +69,7 @@ def match_image(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, 
 
 def metrics(m: pd.DataFrame, n_pred: int) -> dict:
     """The METRICS of pooled matched truth tables (see the module docstring)."""
-    from hrtem3d.evaluate.metrics import expected_calibration_error
+    from hrtem3d.evaluate.metrics import ece_sampling_floor, expected_calibration_error
 
     out: dict = {}
     for sp in ("Ce", "O"):
@@ -80,6 +82,7 @@ def metrics(m: pd.DataFrame, n_pred: int) -> dict:
             out["Ce_bias"] = float(err[ok].mean()) if ok.any() else np.nan
             conf = g["confidence"].to_numpy(float)[ok]
             out["ECE"] = expected_calibration_error(conf, err[ok] == 0)
+            out["ECE_floor"] = ece_sampling_floor(conf)
             out["conf"] = float(conf.mean()) if ok.any() else np.nan
             out["n_true_Ce"] = len(g)
     out["recall"] = float(m["matched"].mean()) if len(m) else np.nan

@@ -602,3 +602,16 @@ def test_in_memory_segmenter_decides_polarity_on_the_central_crop_and_reads_colu
     dark = seg.segment((2 * img.mean() - img).astype(np.float32), 0.16)
     assert seg.polarity(dark.working_image) == -1.0
     np.testing.assert_allclose(dark.columns.sort_values("x_px")[["x_px", "y_px"]], cols[["x_px", "y_px"]], atol=0.05)
+
+
+def test_ece_sampling_floor_shrinks_with_columns_and_flags_miscalibration():
+    from hrtem3d.evaluate.metrics import ece_sampling_floor, expected_calibration_error
+
+    rng = np.random.default_rng(2)
+    small, large = rng.uniform(0.4, 0.95, 190), rng.uniform(0.4, 0.95, 3000)
+    floor_small, floor_large = ece_sampling_floor(small), ece_sampling_floor(large)
+    # sampling noise alone: ~0.05-0.08 on the 190 Ce columns of a 3-particle set, well under 0.03 on 3000
+    assert 0.03 < floor_small < 0.10 and floor_large < 0.03 and floor_large < floor_small / 2
+    # an over-confident model sits far above the floor of its own confidences
+    correct = rng.random(3000) < large - 0.2
+    assert expected_calibration_error(large, correct) > floor_large + 0.1
