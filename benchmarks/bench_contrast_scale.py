@@ -20,7 +20,6 @@ and scores every robustness set named with `bench_robustness`'s matching (0.7 Å
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -54,8 +53,7 @@ def scan_image(seg, image: np.ndarray, pixel_A: float, truth: pd.DataFrame, scal
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    import tifffile
-    from bench_robustness import load_segmenter, load_truth
+    from bench_robustness import load_segmenter, set_cases
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", required=True, help="model file or 'default'; repeat to compare")
@@ -76,13 +74,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             folder = Path(a.cache) / name
             if not (folder / "meta.json").exists():
                 raise SystemExit(f"{folder} is not built; run benchmarks/robust_sets.py --sets {name} first")
-            for case in json.loads((folder / "meta.json").read_text())["cases"]:
-                if case["particle"] >= a.n_particles or case["dose_e_per_A2"] not in doses:
-                    continue
-                px = case["pixel_size_angstrom"]
-                image = tifffile.imread(folder / case["image"]).astype(np.float32) / case.get("gain_adu_per_e", 1)
-                truth = load_truth(folder / f"p{case['particle']}_columns.json", px)
-                for r in scan_image(seg, image, px, truth, scales):
+            for case, image, truth in set_cases(folder, a.n_particles, doses):
+                for r in scan_image(seg, image, case["pixel_size_angstrom"], truth, scales):
                     rows.append({"model": model, "set": name, "dose": case["dose_e_per_A2"],
                                  "particle": case["particle"], **r})
     df = pd.DataFrame(rows)

@@ -134,21 +134,27 @@ def load_segmenter(model: str, threads: int, backend: str = "auto"):
     return Segmenter(path, threads=threads, backend=backend, contrast="bright")  # `hrtem3d segment`'s default
 
 
+def set_cases(folder: Path, n_particles: int, doses: list[float] | None = None):
+    """Yield `(case, image, truth)` for the first `n_particles` of a built set (`doses` only, if given):
+    the case's meta, its noisy image in electrons (float32) and its true columns (`load_truth`)."""
+    import tifffile
+
+    for case in json.loads((folder / "meta.json").read_text())["cases"]:
+        if case["particle"] >= n_particles or (doses and case["dose_e_per_A2"] not in doses):
+            continue
+        px = case["pixel_size_angstrom"]
+        image = tifffile.imread(folder / case["image"]).astype(np.float32) / case.get("gain_adu_per_e", 1)
+        yield case, image, load_truth(folder / f"p{case['particle']}_columns.json", px)
+
+
 def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | None = None) -> list[dict]:
     """Score every model and the intensity oracle on one built set (`doses` only, if given); one result row
     per (model, dose)."""
-    import tifffile
-
     from hrtem3d.segmentation.envelope_check import check_envelope
 
-    meta = json.loads((folder / "meta.json").read_text())
     by: dict = {}
-    for case in meta["cases"]:
-        if case["particle"] >= n_particles or (doses and case["dose_e_per_A2"] not in doses):
-            continue
+    for case, image, truth in set_cases(folder, n_particles, doses):
         px, dose = case["pixel_size_angstrom"], case["dose_e_per_A2"]
-        image = tifffile.imread(folder / case["image"]).astype(np.float32) / case.get("gain_adu_per_e", 1)
-        truth = load_truth(folder / f"p{case['particle']}_columns.json", px)
         warned = not check_envelope(image, px).in_envelope
         for name, seg in segs.items():
             seg.set_contrast(seg.contrast)  # each image a new input, as `hrtem3d segment` on separate files
