@@ -11,9 +11,12 @@ matched to the truth per species (`match_columns`, 0.7 Å, Hungarian). Metrics, 
 - ECE: expected calibration error of the confidence for Ce exact-correctness (10 equal-width bins over
   matched Ce columns); conf: their mean confidence; ECE_floor: the ECE a perfectly calibrated model with
   the same confidences would show on that many columns (`ece_sampling_floor`), the set's sampling noise;
-- warn: share of the set's images that get the out-of-envelope warning (`segment.envelope_check`, the
-  check `hrtem3d segment` makes; it depends on the image, not the model). Confidence, hence ECE, is that of
-  the segmenter alone (no cap), so ECE keeps measuring the model's own calibration.
+- warn: share of the set's images that get the out-of-envelope warning, decided as `hrtem3d segment` decides
+  it (`segment.envelope_check`: the lattice check on the image, then, knowing this model's columns, a
+  missing lattice taken back when the columns sit on it and counts far below what the particle's size
+  holds put out). Confidence, hence ECE, is that of the segmenter alone (no cap), so ECE keeps measuring
+  the model's own calibration; ECE_seen is that of the confidence a user reads (capped at 0.2 on warned
+  images, as `segment` writes it).
 
 A "[intensity oracle]" row per set: per image, a Gaussian classifier on the integrated intensity in a 0.5 Å
 disc around every TRUE Ce column, fitted on that image's own truth (an optimistic ceiling, as score.py's).
@@ -42,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONFIDENCE: dict = {}  # (model, set) -> [(confidence, exact) of matched Ce columns], for the reliability figure
 METRICS = ["Ce_exact", "Ce_pm1", "Ce_bias", "O_exact", "O_pm1", "recall", "precision", "ECE", "ECE_floor", "conf",
-           "warn"]
+           "warn", "ECE_seen"]
 CLI = Path(sys.executable).with_name("hrtem3d")
 
 
@@ -67,6 +70,19 @@ def match_image(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, 
     return pd.concat(parts, ignore_index=True), len(pred)
 
 
+def seen_by_user(truth: pd.DataFrame, cols: pd.DataFrame, env) -> tuple[pd.DataFrame, int, bool]:
+    """`match_image` of a model's columns, with the envelope verdict `segment` reaches on them (`env`, the
+    image's `check_envelope`, reconsidered knowing the columns) and `confidence_seen`, the confidence as
+    `segment` writes it (capped when warned)."""
+    from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP, check_counts, reconsider
+
+    chk = check_counts(reconsider(env, cols), cols)
+    m, n_pred = match_image(truth, cols)
+    seen = m["confidence"].to_numpy(float)
+    m["confidence_seen"] = seen if chk.in_envelope else np.minimum(seen, CONFIDENCE_CAP)
+    return m, n_pred, not chk.in_envelope
+
+
 def metrics(m: pd.DataFrame, n_pred: int) -> dict:
     """The METRICS of pooled matched truth tables (see the module docstring)."""
     from hrtem3d.evaluate.metrics import ece_sampling_floor, expected_calibration_error
@@ -83,6 +99,8 @@ def metrics(m: pd.DataFrame, n_pred: int) -> dict:
             conf = g["confidence"].to_numpy(float)[ok]
             out["ECE"] = expected_calibration_error(conf, err[ok] == 0)
             out["ECE_floor"] = ece_sampling_floor(conf)
+            if "confidence_seen" in g:
+                out["ECE_seen"] = expected_calibration_error(g["confidence_seen"].to_numpy(float)[ok], err[ok] == 0)
             out["conf"] = float(conf.mean()) if ok.any() else np.nan
             out["n_true_Ce"] = len(g)
     out["recall"] = float(m["matched"].mean()) if len(m) else np.nan
@@ -155,10 +173,11 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
     by: dict = {}
     for case, image, truth in set_cases(folder, n_particles, doses):
         px, dose = case["pixel_size_angstrom"], case["dose_e_per_A2"]
-        warned = not check_envelope(image, px).in_envelope
+        env = check_envelope(image, px)
         for name, seg in segs.items():
             seg.set_contrast(seg.contrast)  # each image a new input, as `hrtem3d segment` on separate files
-            m, n_pred = match_image(truth, seg.segment(image, px).columns)
+            cols = seg.segment(image, px).columns
+            m, n_pred, warned = seen_by_user(truth, cols, env)
             by.setdefault((name, dose), []).append((m, n_pred, warned))
             _keep_confidence(name, folder.name, m)
         ce = truth[truth["species"] == "Ce"]
@@ -214,6 +233,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
                 warned = (not json.loads(trust.read_text())["in_envelope"]) if trust.exists() else not \
                     check_envelope(tifffile.imread(folder / case["image"]).astype(np.float32), px).in_envelope
                 m, n_pred = match_image(truth, pred)
+                m["confidence_seen"] = m["confidence"]  # as `segment` wrote it (capped when it warned)
                 by.setdefault(case["dose_e_per_A2"], []).append((m, n_pred, warned))
                 _keep_confidence(name, "independent", m)
                 if name == next(iter(models)):

@@ -222,3 +222,33 @@ def test_only_a_missing_lattice_can_be_reversed():
     t = t.reconsider(_ceria_columns())
     assert t.in_envelope and not any("out of the model's envelope" in w for w in t.warnings)
     assert t.to_dict()["envelope"]["note"]
+
+
+def test_counts_far_below_what_the_particle_size_holds_put_the_frame_out_of_the_envelope():
+    from hrtem3d.jobs.trust import assess_frame
+    from hrtem3d.segmentation.envelope_check import THIN, THIN_LIMIT, count_size_ratio
+
+    cols = _ceria_columns()  # 70 Ce columns: a particle about 30 Å wide, whose middle column holds ~8 atoms
+    typical = cols.assign(n_atoms=5)
+    thin = cols.assign(n_atoms=2)
+    assert count_size_ratio(typical) > THIN_LIMIT > count_size_ratio(thin)
+    assert np.isnan(count_size_ratio(typical.iloc[:10]))  # too few columns to vouch for a size
+    # isolated one-atom "columns" a network invents in a support film (10 Å apart, off the particle) take no part
+    import pandas as pd
+
+    gx, gy = np.meshgrid(np.arange(6) * 10.0 + 60, np.arange(6) * 10.0)
+    film = pd.DataFrame({"species": "Ce", "x_A": gx.ravel(), "y_A": gy.ravel(), "n_atoms": 1})
+    assert count_size_ratio(pd.concat([typical, film])) == pytest.approx(count_size_ratio(typical))
+    # a frame with a clear CeO2 [110] lattice at the right pixel size
+    t = assess_frame(lattice_image((256, 256), 0.1, rng=np.random.default_rng(15)), 0.1, source="given")
+    assert t.in_envelope
+    assert assess_frame(lattice_image((256, 256), 0.1, rng=np.random.default_rng(15)), 0.1,
+                        source="given").reconsider(typical).in_envelope
+    t = t.reconsider(thin)
+    assert not t.in_envelope and t.envelope.kind == THIN
+    assert any("thinner than a particle that wide holds" in w for w in t.warnings)
+    capped, _ = t.cap(thin.assign(confidence=0.9), np.ones((4, 4), np.float32))
+    assert capped.confidence.max() <= CONFIDENCE_CAP
+    # a frame out for another reason keeps that reason
+    off = assess_frame(lattice_image((256, 256), 0.1, rng=np.random.default_rng(15)), 0.125, source="given")
+    assert off.envelope.kind == "pixel" and off.reconsider(thin).envelope.kind == "pixel"
