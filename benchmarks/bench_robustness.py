@@ -74,12 +74,11 @@ def seen_by_user(truth: pd.DataFrame, cols: pd.DataFrame, env) -> tuple[pd.DataF
     """`match_image` of a model's columns, with the envelope verdict `segment` reaches on them (`env`, the
     image's `check_envelope`, reconsidered knowing the columns) and `confidence_seen`, the confidence as
     `segment` writes it (capped when warned)."""
-    from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP, check_counts, reconsider
+    from hrtem3d.segmentation.envelope_check import cap_confidence, reconsider
 
-    chk = check_counts(reconsider(env, cols), cols)
+    chk = reconsider(env, cols)
     m, n_pred = match_image(truth, cols)
-    seen = m["confidence"].to_numpy(float)
-    m["confidence_seen"] = seen if chk.in_envelope else np.minimum(seen, CONFIDENCE_CAP)
+    m["confidence_seen"] = cap_confidence(m, chk)["confidence"]
     return m, n_pred, not chk.in_envelope
 
 

@@ -6,7 +6,7 @@ size stated 10 % and 20 % off), reads the HAADF-STEM images of ../shared/testdat
 noisy images of ../shared/testdata/independent, and prints per case: the envelope verdict, the lattice
 pixel size near the stated one and with `--pixel-size lattice` (no prior), and, with --segment, the
 shipped model's column count and mean confidence before the cap, and the verdict once the columns found
-are known (`warned_after`: `envelope_check.reconsider`, then `check_counts`, what `hrtem3d segment` reports).
+are known (`warned_after`: `envelope_check.reconsider`, lattice and counts, what `hrtem3d segment` reports).
 
     PYTHONPATH=src .venv/bin/python benchmarks/out_of_envelope.py [--n 6] [--segment] [--out oee.csv]
 """
@@ -89,7 +89,7 @@ def cases(n: int) -> dict:
 
 
 def main() -> None:
-    from hrtem3d.segmentation.envelope_check import check_counts, check_envelope, reconsider
+    from hrtem3d.segmentation.envelope_check import check_envelope, reconsider
     from hrtem3d.segmentation.lattice import check_pixel_size, measure_lattice
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,7 +117,7 @@ def main() -> None:
             if seg is not None and 0.005 <= px <= 2.0:
                 s = seg.segment(im, px)
                 r.update(columns=len(s.columns), mean_conf=float(s.columns.confidence.mean()) if len(s.columns)
-                         else np.nan, warned_after=not check_counts(reconsider(env, s.columns), s.columns).in_envelope)
+                         else np.nan, warned_after=not reconsider(env, s.columns).in_envelope)
             rows.append(r)
     df = pd.DataFrame(rows)
     if a.out:

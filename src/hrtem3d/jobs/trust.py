@@ -24,7 +24,6 @@ from hrtem3d.segmentation.envelope_check import (
     CONFIDENCE_CAP,
     EnvelopeCheck,
     cap_confidence,
-    check_counts,
     check_envelope,
     reconsider,
 )
@@ -78,11 +77,10 @@ class Trust:
     def reconsider(self, columns) -> Trust:
         """This verdict again, knowing the columns the model found in the same frame (Å coordinates):
         a frame warned only for a lattice too faint to see in its spectrum, whose Ce columns sit on the
-        CeO2 [110] lattice, is taken back into the envelope (`segmentation.envelope_check.reconsider`);
-        a frame whose Ce columns read far thinner than a particle of their number holds is put out of it
-        (`segmentation.envelope_check.check_counts`)."""
+        CeO2 [110] lattice, is taken back into the envelope, and a frame whose Ce columns read far thinner
+        than a particle of their number holds is put out of it (`segmentation.envelope_check.reconsider`)."""
         if self.envelope is not None:
-            self.envelope = check_counts(reconsider(self.envelope, columns), columns)
+            self.envelope = reconsider(self.envelope, columns)
         return self
 
     def cap(self, columns, confidence: np.ndarray):

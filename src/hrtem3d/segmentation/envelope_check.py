@@ -17,7 +17,9 @@ distance, and at least half of them, within `LATTICE_TOLERANCE` of the projected
 a sqrt(3/8), 3.31 Å), the image is a weak one of the right kind and the verdict is reversed. The
 tolerance is half the pixel-size limit: a network's columns drift towards the spacing it was trained
 on, so at a calibration 10 % off they sit only 5-8 % off. Columns a network invents on a bare film, on another zone
-axis or on another crystal do not form that lattice at the stated pixel size.
+axis or on another crystal do not form that lattice at the stated pixel size. `reconsider` then also
+checks the counts (`check_counts`): Ce columns far thinner than a particle of their number holds mean a
+lattice contrast lower than the model learned, and put the image out of the envelope.
 
 Example:
     >>> import numpy as np
@@ -154,21 +156,23 @@ def columns_on_lattice(columns: pd.DataFrame, material: Material = CERIA, *, tol
 
     xy = cat[["x_A", "y_A"]].to_numpy(float)
     d, _ = cKDTree(xy).query(xy, k=2)
-    nn = d[:, 1] / (material.a_A * np.sqrt(3 / 8))
+    nn = d[:, 1] / _neighbour_distance_A(material)
     return bool(abs(np.median(nn) - 1) <= tolerance and np.mean(np.abs(nn - 1) <= tolerance) >= min_share)
 
 
 def reconsider(check: EnvelopeCheck, columns: pd.DataFrame, material: Material = CERIA) -> EnvelopeCheck:
     """`check` again, knowing the columns the model found in the same image (`columns`, Å coordinates).
 
-    Only a missing lattice (`kind == NO_LATTICE`) can be reversed, when `columns_on_lattice` holds: then the
-    image is a weak image of the right kind, not a foreign one. Any other verdict is returned unchanged.
+    Two verdicts can change. A missing lattice (`kind == NO_LATTICE`) is reversed when `columns_on_lattice`
+    holds: the image is a weak image of the right kind, not a foreign one. Then an image inside the
+    envelope is put out of it when its counts are far below what the particle's size holds
+    (`check_counts`). Any other verdict is returned unchanged.
     """
-    if check.in_envelope or check.kind != NO_LATTICE or not columns_on_lattice(columns, material):
-        return check
-    return EnvelopeCheck(True, [], check.lattice, check.pixel_size_A, "",
-                         note=f"no lattice in the power spectrum, but the {material.cation} columns found sit on "
-                              f"the {material.name} {_zone(material.zone_axis)} lattice: a weak image")
+    if not check.in_envelope and check.kind == NO_LATTICE and columns_on_lattice(columns, material):
+        check = EnvelopeCheck(True, [], check.lattice, check.pixel_size_A, "",
+                              note=f"no lattice in the power spectrum, but the {material.cation} columns found sit "
+                                   f"on the {material.name} {_zone(material.zone_axis)} lattice: a weak image")
+    return check_counts(check, columns, material)
 
 
 def count_size_ratio(columns: pd.DataFrame, material: Material = CERIA) -> float:
@@ -195,24 +199,35 @@ def count_size_ratio(columns: pd.DataFrame, material: Material = CERIA) -> float
         >>> round(count_size_ratio(t), 2), round(count_size_ratio(t.assign(n_atoms=2)), 2)
         (0.62, 0.31)
     """
+    return _size_ratio(_lattice_members(columns, material), material)
+
+
+def _lattice_members(columns: pd.DataFrame, material: Material) -> pd.DataFrame:
+    """The cation columns with at least two others within 1.1 x the projected nearest-neighbour distance
+    (empty when the table lacks positions or counts)."""
     if columns is None or not {"species", "n_atoms", "x_A", "y_A"} <= set(columns.columns):
-        return float("nan")
-    cat = _lattice_members(columns[columns["species"] == material.cation], material)
-    if len(cat) < MIN_SIZE_COLUMNS:
-        return float("nan")
-    diameter_A = np.sqrt(4 * len(cat) * material.a_A**2 / (2 * np.sqrt(2)) / np.pi)
-    return float(cat["n_atoms"].mean() / (diameter_A / (material.a_A / np.sqrt(2))))
-
-
-def _lattice_members(cat: pd.DataFrame, material: Material) -> pd.DataFrame:
-    """The cation columns with at least two others within 1.1 x the projected nearest-neighbour distance."""
+        return pd.DataFrame(columns=["species", "n_atoms", "x_A", "y_A"])
+    cat = columns[columns["species"] == material.cation]
     if len(cat) < 3:
         return cat.iloc[:0]
     from scipy.spatial import cKDTree
 
     xy = cat[["x_A", "y_A"]].to_numpy(float)
-    near = cKDTree(xy).query_ball_point(xy, 1.1 * material.a_A * np.sqrt(3 / 8))
+    near = cKDTree(xy).query_ball_point(xy, 1.1 * _neighbour_distance_A(material))
     return cat[np.array([len(v) - 1 for v in near]) >= 2]
+
+
+def _size_ratio(members: pd.DataFrame, material: Material) -> float:
+    """`count_size_ratio` of cation columns already filtered by `_lattice_members`."""
+    if len(members) < MIN_SIZE_COLUMNS:
+        return float("nan")
+    diameter_A = np.sqrt(4 * len(members) * material.a_A**2 / (2 * np.sqrt(2)) / np.pi)
+    return float(members["n_atoms"].mean() / (diameter_A / (material.a_A / np.sqrt(2))))
+
+
+def _neighbour_distance_A(material: Material) -> float:
+    """Nearest-neighbour distance of the cation columns in [110] projection, a sqrt(3/8) (Å)."""
+    return material.a_A * np.sqrt(3 / 8)
 
 
 def check_counts(check: EnvelopeCheck, columns: pd.DataFrame, material: Material = CERIA,
@@ -230,10 +245,12 @@ def check_counts(check: EnvelopeCheck, columns: pd.DataFrame, material: Material
         >>> check_counts(ok, t).kind, check_counts(ok, t.assign(n_atoms=5)).in_envelope
         ('thin', True)
     """
-    r = count_size_ratio(columns, material)
-    if not check.in_envelope or not r < limit:
+    if not check.in_envelope:
         return check
-    cat = _lattice_members(columns[columns["species"] == material.cation], material)
+    cat = _lattice_members(columns, material)
+    r = _size_ratio(cat, material)
+    if not r < limit:
+        return check
     reason = (f"its {len(cat)} {material.cation} columns, {cat['n_atoms'].mean():.1f} atoms on average, read "
               f"{1 - r / TYPICAL_RATIO:.0%} thinner than a particle that wide holds: the lattice contrast is likely "
               "lower than in training, as thermal or inelastic scattering make it")
