@@ -143,3 +143,26 @@ def test_shipped_model_columns_do_not_depend_on_the_backend(shipped_movie):
     assert np.abs(a.x_px.to_numpy() - b.x_px.to_numpy()).max() < 0.01
     assert (a.n_atoms.to_numpy() == b.n_atoms.to_numpy()).all() and (a.species == b.species).all()
     assert np.abs(a.confidence.to_numpy() - b.confidence.to_numpy()).max() < 1e-3
+
+
+def test_a_network_with_global_context_exports_and_depends_on_the_whole_input():
+    import copy
+
+    torch.manual_seed(1)
+    net = UNet(UNetConfig(widths=(4, 8, 8), n_classes=5, global_context=True)).eval()
+    with torch.no_grad():  # away from the identity it starts as
+        for p in net.context.parameters():
+            p.normal_(0, 0.5)
+    plain = copy.deepcopy(net)
+    plain.context = None
+    x = torch.randn(2, 1, 40, 48)
+    far = x.clone()
+    far[..., :, 40:] = 20 * torch.randn(2, 1, 40, 8)  # 36+ pixels from the corner: beyond the receptive radius (29)
+    with torch.inference_mode():
+        want = net(x)
+        moved = (net(far) - want)[..., :4, :4].abs().max()
+        local = (plain(far) - plain(x))[..., :4, :4].abs().max()
+    assert moved > 1e-5 and local == 0
+    for backend in ("onnx", "torch"):
+        got = make_engine(net, backend=backend)(x)
+        assert torch.allclose(got, want, atol=2e-4), (backend, (got - want).abs().max())

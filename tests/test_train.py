@@ -137,6 +137,19 @@ def test_init_starts_from_the_given_weights_and_refuses_another_shape(tiny_store
         train(tiny_store, tmp_path / "bad.safetensors", bad, progress=False)
 
 
+def test_init_from_a_model_without_global_context_starts_it_as_the_identity(tiny_store, tiny_model, tmp_path):
+    base, _ = load_model(tiny_model, "cpu")
+    cfg = TrainConfig(steps=1, batch=2, crop=64, widths=(4, 8), val_every=1, val_samples=2, val_fraction=0.25,
+                      checkpoint_every=1, workers=0, warmup=1, lr=1e-9, init=str(tiny_model), global_context=True)
+    train(tiny_store, tmp_path / "gc.safetensors", cfg, progress=False)
+    tuned, _ = load_model(tmp_path / "gc.safetensors", "cpu")
+    assert tuned.config.global_context and tuned.context is not None
+    for k, v in base.state_dict().items():
+        if v.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(v, tuned.state_dict()[k], atol=1e-5), k
+    assert tuned.context.mlp[2].weight.abs().max() < 1e-6  # one step at lr 1e-9: still the identity
+
+
 def test_killed_run_resumes_to_the_weights_of_an_unbroken_one(tiny_store, tmp_path, monkeypatch):
     import hrtem3d.train.loop as loop
 

@@ -45,6 +45,10 @@ class UNetConfig:
         dropout: channel dropout (Dropout2d) probability after the bottleneck; 0 disables.
         upsample: ``"transpose"`` (2x2 ConvTranspose, stride 2) or ``"bilinear"``
             (bilinear x2 then 1x1 conv).
+        global_context: modulate the bottleneck by features pooled over the whole input
+            (`GlobalContext`), so that what only the whole particle reveals (does its lattice
+            vibrate?) reaches every column. The output then depends on the tile, not only on
+            the receptive field.
     """
 
     in_channels: int = 1
@@ -55,6 +59,7 @@ class UNetConfig:
     residual: bool = False
     dropout: float = 0.0
     upsample: str = "bilinear"
+    global_context: bool = False
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -148,6 +153,33 @@ class Up(nn.Module):
         return F.interpolate(self.conv(x), scale_factor=2, mode="bilinear", align_corners=False)
 
 
+class GlobalContext(nn.Module):
+    """Image-level context: features pooled over the whole map (attention weights, so vacuum can be
+    ignored) scale and shift every position (FiLM). Starts as the identity (zero-initialised output
+    layer and attention logits), so a model without it can be fine-tuned into one.
+
+    >>> gc = GlobalContext(8)
+    >>> x = torch.rand(2, 8, 6, 6)
+    >>> bool(torch.equal(gc(x), x))
+    True
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.attn = nn.Conv2d(channels, 1, 1)
+        self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True),
+                                 nn.Linear(channels, 2 * channels))
+        for layer in (self.attn, self.mlp[2]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.softmax(self.attn(x).flatten(2), dim=-1)           # [N, 1, HW]
+        g = (x.flatten(2) * a).sum(-1)                                 # [N, C]
+        gamma, beta = self.mlp(g)[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + gamma) + beta
+
+
 class UNet(nn.Module):
     """U-Net: encoder levels with 2x2 max-pool, decoder with skip concatenation, 1x1 head.
 
@@ -166,6 +198,7 @@ class UNet(nn.Module):
             self.down.append(ConvBlock(c, width, n, norm, res))
             c = width
         self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.context = GlobalContext(w[-1]) if config.global_context else None
         self.ups = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for level in range(len(w) - 2, -1, -1):
@@ -193,6 +226,8 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
         x = self.dropout(skips.pop())
+        if self.context is not None:
+            x = self.context(x)
         for up, block in zip(self.ups, self.up_blocks, strict=True):
             x = block(torch.cat([skips.pop(), up(x)], dim=1))
         return self.head(x)

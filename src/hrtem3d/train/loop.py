@@ -43,6 +43,7 @@ class TrainConfig:
         val_every: steps between validations; val_samples: fixed validation crops.
         val_fraction: share of structures held out for validation (by index).
         widths: U-Net filters per level.
+        global_context: add the image-level context block at the bottleneck (`UNetConfig.global_context`).
         class_weight_power: rare depth classes weigh (median/count)**power.
         seed: seeds the network initialisation and the data draws.
         normalization: input normalisation, "relative" or "median/MAD" (`hrtem3d.data.normalize`).
@@ -65,6 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     residual: bool = False
+    global_context: bool = False
     class_weight_power: float = 0.5
     centre_weight: float = 4.0
     normalization: str = RELATIVE
@@ -163,7 +165,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
                           normalization=config.normalization, scope=scope)
 
     torch.manual_seed(config.seed)
-    model = UNet(UNetConfig(n_classes=scheme.n_classes, widths=tuple(config.widths), residual=config.residual))
+    model = UNet(UNetConfig(n_classes=scheme.n_classes, widths=tuple(config.widths), residual=config.residual,
+                                global_context=config.global_context))
     if config.init and not ckpt_path.exists():
         _init_from(model, config.init)
     model.to(dev, memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
@@ -318,10 +321,12 @@ def _init_from(model: UNet, path: str) -> None:
 
     src, _ = load_model(path, "cpu")
     mine, theirs = model.state_dict(), src.state_dict()
-    if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+    # a context block the init model lacks starts as the identity (`GlobalContext`)
+    added = {k for k in set(mine) - set(theirs) if k.startswith("context.")}
+    if set(mine) - added != set(theirs) or any(theirs[k].shape != mine[k].shape for k in theirs):
         raise HrtemError(f"`init` model {path} has another network shape; give the same `widths` as it was "
                          "trained with", param="widths")
-    model.load_state_dict(theirs)
+    model.load_state_dict(theirs, strict=not added)
 
 
 def _jsonable(d: dict) -> dict:
