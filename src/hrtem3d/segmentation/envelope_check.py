@@ -147,10 +147,8 @@ def columns_on_lattice(columns: pd.DataFrame, material: Material = CERIA, *, tol
         >>> columns_on_lattice(t), columns_on_lattice(t.assign(x_A=t.x_A * 1.06, y_A=t.y_A * 1.06))
         (True, False)
     """
-    if columns is None or not len(columns) or not {"species", "x_A", "y_A"} <= set(columns.columns):
-        return False
-    cat = columns[columns["species"] == material.cation]
-    if len(cat) < min_columns:
+    cat = _cations(columns, material, ("x_A", "y_A"))
+    if not len(cat) or len(cat) < min_columns:
         return False
     from scipy.spatial import cKDTree
 
@@ -205,9 +203,7 @@ def count_size_ratio(columns: pd.DataFrame, material: Material = CERIA) -> float
 def _lattice_members(columns: pd.DataFrame, material: Material) -> pd.DataFrame:
     """The cation columns with at least two others within 1.1 x the projected nearest-neighbour distance
     (empty when the table lacks positions or counts)."""
-    if columns is None or not {"species", "n_atoms", "x_A", "y_A"} <= set(columns.columns):
-        return pd.DataFrame(columns=["species", "n_atoms", "x_A", "y_A"])
-    cat = columns[columns["species"] == material.cation]
+    cat = _cations(columns, material, ("n_atoms", "x_A", "y_A"))
     if len(cat) < 3:
         return cat.iloc[:0]
     from scipy.spatial import cKDTree
@@ -215,6 +211,13 @@ def _lattice_members(columns: pd.DataFrame, material: Material) -> pd.DataFrame:
     xy = cat[["x_A", "y_A"]].to_numpy(float)
     near = cKDTree(xy).query_ball_point(xy, 1.1 * _neighbour_distance_A(material))
     return cat[np.array([len(v) - 1 for v in near]) >= 2]
+
+
+def _cations(columns: pd.DataFrame | None, material: Material, fields: tuple[str, ...]) -> pd.DataFrame:
+    """The cation rows of a column table; empty (with `species` and `fields`) when it lacks any of them."""
+    if columns is None or not {"species", *fields} <= set(columns.columns):
+        return pd.DataFrame(columns=["species", *fields])
+    return columns[columns["species"] == material.cation]
 
 
 def _size_ratio(members: pd.DataFrame, material: Material) -> float:
