@@ -29,27 +29,22 @@ from torch import nn
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import relative_contrast
 from hrtem3d.model.io import load_model
-from hrtem3d.model.unet import GlobalContext
+from hrtem3d.model.unet import UNet, attention_pool
 
 
 class VibrationClassifier(nn.Module):
     """The encoder of a U-Net, attention pooling over the bottleneck, one logit: p(TDS)."""
 
-    def __init__(self, unet: nn.Module) -> None:
+    def __init__(self, unet: UNet) -> None:
         super().__init__()
-        self.down = unet.down
+        self.unet = unet  # only its encoder is used (and trained)
         c = unet.config.widths[-1]
-        self.pool = GlobalContext(c).attn
+        self.pool = nn.Conv2d(c, 1, 1)
         nn.init.normal_(self.pool.weight, std=0.01)
         self.head = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, block in enumerate(self.down):
-            if i > 0:
-                x = nn.functional.max_pool2d(x, 2)
-            x = block(x)
-        a = torch.softmax(self.pool(x).flatten(2), dim=-1)
-        return self.head((x.flatten(2) * a).sum(-1))[:, 0]
+        return self.head(attention_pool(self.unet.encode(x)[-1], self.pool))[:, 0]
 
 
 def batch(ds: HrtemDataset, idx: list[int], structures: list[int] | None = None):

@@ -174,10 +174,15 @@ class GlobalContext(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = torch.softmax(self.attn(x).flatten(2), dim=-1)           # [N, 1, HW]
-        g = (x.flatten(2) * a).sum(-1)                                 # [N, C]
-        gamma, beta = self.mlp(g)[:, :, None, None].chunk(2, dim=1)
+        gamma, beta = self.mlp(attention_pool(x, self.attn))[:, :, None, None].chunk(2, dim=1)
         return x * (1 + gamma) + beta
+
+
+def attention_pool(x: torch.Tensor, logits: nn.Module) -> torch.Tensor:
+    """Features ``[N, C, H, W]`` averaged over the map with softmax weights from ``logits`` (a module giving
+    ``[N, 1, H, W]``): ``[N, C]``. Zero logits give the plain mean."""
+    a = torch.softmax(logits(x).flatten(2), dim=-1)  # [N, 1, HW]
+    return (x.flatten(2) * a).sum(-1)
 
 
 class UNet(nn.Module):
@@ -216,15 +221,20 @@ class UNet(nn.Module):
         x = pad_to_multiple(x, self.config.multiple)
         return self.body(x)[..., :h, :w]
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:
-        """The network on an input whose sides are multiples of ``config.multiple`` (no checks, no
-        padding: the graph that `hrtem3d.model.runtime` exports to ONNX)."""
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature map at every level, full resolution first; the last is the bottleneck."""
         skips = []
         for i, block in enumerate(self.down):
             if i > 0:
                 x = F.max_pool2d(x, 2)
             x = block(x)
             skips.append(x)
+        return skips
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on an input whose sides are multiples of ``config.multiple`` (no checks, no
+        padding: the graph that `hrtem3d.model.runtime` exports to ONNX)."""
+        skips = self.encode(x)
         x = self.dropout(skips.pop())
         if self.context is not None:
             x = self.context(x)

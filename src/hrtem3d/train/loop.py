@@ -166,7 +166,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
 
     torch.manual_seed(config.seed)
     model = UNet(UNetConfig(n_classes=scheme.n_classes, widths=tuple(config.widths), residual=config.residual,
-                                global_context=config.global_context))
+                            global_context=config.global_context))
     if config.init and not ckpt_path.exists():
         _init_from(model, config.init)
     model.to(dev, memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
