@@ -10,6 +10,7 @@ the static store's path recorded under `paired_with`.
 
     python benchmarks/pair_store.py /work/data/train.zarr /work/data/train_rt.zarr /work/data/train_mix.zarr
     python benchmarks/pair_store.py ... --balanced     # as many TDS structures as static ones, twins first
+    python benchmarks/pair_store.py ... --tds-per-static 0.5   # half as many TDS structures as static ones
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from hrtem3d.data import store
 
 
 def pair_stores(static: Path, tds: Path, out: Path, *, offset: int = 1000,
-                balanced: bool = False) -> tuple[int, int]:
+                balanced: bool = False, tds_per_static: float | None = None) -> tuple[int, int]:
     """Write `out` from the TDS store and the static structures of `static`; returns (n_tds, n_static).
 
     `balanced` keeps only as many TDS structures as there are static ones, the twins of the static
-    particles first, so that neither kind of image outweighs the other in training.
+    particles first, so that neither kind of image outweighs the other in training; `tds_per_static`
+    keeps that many TDS structures per static one (1.0 is `balanced`), which sets the prior of a vibrating
+    lattice that the network learns (docs/benchmarks.md, "Tenth look").
     """
     if out.exists():
         raise SystemExit(f"{out} exists; remove it or choose another output path")
@@ -39,8 +42,9 @@ def pair_stores(static: Path, tds: Path, out: Path, *, offset: int = 1000,
     if not static_idx:
         raise SystemExit(f"{static} holds no static-lattice structures (all have frozen phonons)")
     tds_idx = sorted(store.completed(b), key=lambda k: (k not in static_idx, k))
-    if balanced:
-        tds_idx = sorted(tds_idx[:len(static_idx)])
+    if balanced or tds_per_static is not None:
+        ratio = 1.0 if tds_per_static is None else tds_per_static
+        tds_idx = sorted(tds_idx[:round(ratio * len(static_idx))])
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(tds, tmp, ignore=shutil.ignore_patterns("s[0-9]*"))  # root, films, structures/zarr.json
@@ -53,7 +57,8 @@ def pair_stores(static: Path, tds: Path, out: Path, *, offset: int = 1000,
         shutil.copytree(static / "structures" / store.structure_name(i), tmp / "structures" / store.structure_name(k))
         root["structures"][store.structure_name(k)].attrs["index"] = k
     settings = dict(root.attrs["settings"])
-    settings["paired_with"] = {"static_store": str(static), "index_offset": offset, "balanced": balanced}
+    settings["paired_with"] = {"static_store": str(static), "index_offset": offset, "balanced": balanced,
+                               "tds_per_static": tds_per_static}
     root.attrs["settings"] = settings
     tmp.rename(out)
     return len(tds_idx), len(static_idx)
@@ -66,8 +71,11 @@ def main() -> None:
     ap.add_argument("out", type=Path, help="new store")
     ap.add_argument("--offset", type=int, default=1000, help="index offset of the static structures")
     ap.add_argument("--balanced", action="store_true", help="as many TDS structures as static ones, twins first")
+    ap.add_argument("--tds-per-static", type=float, default=None,
+                    help="TDS structures kept per static one, twins first (1.0 = --balanced)")
     args = ap.parse_args()
-    n_tds, n_static = pair_stores(args.static, args.tds, args.out, offset=args.offset, balanced=args.balanced)
+    n_tds, n_static = pair_stores(args.static, args.tds, args.out, offset=args.offset, balanced=args.balanced,
+                                  tds_per_static=args.tds_per_static)
     print(f"wrote {args.out}: {n_tds} structures with TDS, {n_static} static")
 
 

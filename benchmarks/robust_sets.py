@@ -10,6 +10,9 @@ C50 0..10 mm, focal spread (1/e) 20..50 Å, aperture 20..30 mrad; a mild detecto
 multiple of 0.05, 0.07, 0.10, 0.13 and 0.15 Å), imaged at potential sampling 0.05 Å; the saved field is
 45..50 Å around the particle. Doses 300, 1000 and 5000 e/Å². Ranges of the effects: `SETS` (astigmatism
 C12 1..3 nm, coma C21 50..150 nm, three-fold C23 33..100 nm: the upper two thirds of "up to" each).
+Two sets probe the far side of the design envelope that the base particles leave out (tilt 0..0.5 degree,
+no vacancies): ``tilt`` (0.6..1 degree about a random in-plane axis) and ``vacancies`` (O 2..8 %, Ce 1..3 %
+of the particle's atoms taken out at random); neither is part of ``all``.
 
 Files in CACHE/<set>/: ``p{i}_dose{D}.tif`` (uint16 noisy image, ImageJ pixel size in nm; ADU = gain x
 electrons, gain in meta), ``p{i}_clean.tif`` (float32 noise-free intensity before the MTF, vacuum about 1),
@@ -55,6 +58,10 @@ SETS: dict[str, dict] = {
 }
 SETS["all"] = {k: v for spec in SETS.values() for k, v in spec.items() if k not in ("pixel_A", "mtf")}
 SETS["all"].update({"pixel_A": (0.05, 0.15), "mtf": "strong", "family": "shapes_any"})
+# the far side of the design envelope that the base particles leave out (their tilt is 0..0.5 degrees and
+# they have no vacancies); not part of "all", whose images stay those measured since the first look
+SETS["tilt"] = {"tilt_deg": (0.6, 1.0)}
+SETS["vacancies"] = {"vacancy_O": (0.02, 0.08), "vacancy_Ce": (0.01, 0.03)}
 
 
 @dataclass
@@ -122,6 +129,11 @@ def draw_effects(name: str, cfg: BuildConfig, i: int) -> dict:
                           "angle": float(rng.uniform(0, np.pi))}
     if "drift_A" in spec:
         e["drift"] = {"length_A": _u(rng, spec["drift_A"]), "angle": float(rng.uniform(0, np.pi))}
+    if "tilt_deg" in spec:
+        e["tilt_deg"] = _u(rng, spec["tilt_deg"])
+    if "vacancy_O" in spec:
+        e["vacancies"] = {"O": _u(rng, spec["vacancy_O"]), "Ce": _u(rng, spec["vacancy_Ce"]),
+                          "seed": int(rng.integers(2**31))}
     if "background" in spec:
         e["background"] = {"contrast": spec["background"], "variation": float(rng.uniform(0.1, 0.3)),
                            "seed": int(rng.integers(2**31))}
@@ -134,12 +146,17 @@ def draw_effects(name: str, cfg: BuildConfig, i: int) -> dict:
     return e
 
 
-def _assemble(cfg: BuildConfig, base: dict, shape: dict, carbon_A: float):
+def _assemble(cfg: BuildConfig, base: dict, shape: dict, carbon_A: float, vacancies: dict | None = None):
     """ase.Atoms of the particle (centred in the cell, shifted) over a carbon film, truth in cell coordinates,
-    the particle's atom count and the distance (Å) from its exit surface to the exit plane of the cell."""
+    the particle's atom count and the distance (Å) from its exit surface to the exit plane of the cell.
+    `vacancies` ({"O": fraction, "Ce": fraction, "seed": int}) removes atoms of each species at random."""
     from ase import Atoms
 
     pos, sym = rp.cut_particle(shape)
+    if vacancies:
+        r = np.random.default_rng(vacancies["seed"]).random(len(sym))
+        keep = ~(((sym == "O") & (r < vacancies["O"])) | ((sym == "Ce") & (r < vacancies["Ce"])))
+        pos, sym = pos[keep], sym[keep]
     width = np.ptp(pos[:, :2], axis=0)
     room = np.clip((base["field_A"] - width) / 2 - 3.0, 0, 2.0)
     pos[:, :2] += cfg.cell_A / 2 + np.asarray(base["shift"]) * room
@@ -161,12 +178,16 @@ def build_particle(name: str, i: int, cfg: BuildConfig, folder: Path, wave_dir: 
     t0 = time.perf_counter()
     base, eff = draw_base(cfg, i), draw_effects(name, cfg, i)
     shape = eff.get("shape", base["shape"])
+    if "tilt_deg" in eff:
+        shape = dict(shape, tilt_deg=eff["tilt_deg"])
     carbon = eff.get("carbon_A", 0.0)
-    atoms, cols, n_particle_atoms, below_A = _assemble(cfg, base, shape, carbon)
+    atoms, cols, n_particle_atoms, below_A = _assemble(cfg, base, shape, carbon, eff.get("vacancies"))
     n = int(np.ceil(cfg.cell_A / cfg.sampling_A - 1e-6))
     sampling = cfg.cell_A / n
     static = "phonons" not in eff
     wave_id = [FORMAT, shape, carbon, eff["parametrization"], eff["slice_A"], sampling, cfg.seed, base["film_seed"]]
+    if "vacancies" in eff:  # the same shape with atoms taken out: another wave (older keys unchanged)
+        wave_id.append(eff["vacancies"])
     wave_key = hashlib.sha1(json.dumps(wave_id, sort_keys=True).encode()).hexdigest()[:16]
     wave_file = wave_dir / f"wave_{wave_key}.npy"
     cached = static and wave_file.exists()
@@ -176,7 +197,8 @@ def build_particle(name: str, i: int, cfg: BuildConfig, folder: Path, wave_dir: 
     else:
         ph = {"num_configs": eff["phonons"], "seed": base["phonon_seed"]} if not static else None
         waves = im.exit_waves(atoms, sampling, eff["slice_A"], eff["parametrization"], ph)
-        if static and "shape" not in eff and not carbon and eff["parametrization"] == "lobato" \
+        base_particle = not ({"shape", "tilt_deg", "vacancies"} & eff.keys()) and not carbon
+        if static and base_particle and eff["parametrization"] == "lobato" \
                 and eff["slice_A"] == cfg.slice_A:  # the base wave, shared by many sets
             wave_dir.mkdir(parents=True, exist_ok=True)
             tmp = wave_file.with_suffix(".tmp.npy")

@@ -84,3 +84,23 @@ def test_noisy_counts_have_the_dose(tiny):
             assert noisy[vac].var() == pytest.approx(noisy[vac].mean(), rel=0.15)
     again = rs.build_set("clean_0p10", tiny[0], TINY)  # built already: skipped, files kept
     assert again == folders["clean_0p10"]
+
+
+def test_envelope_edge_sets_tilt_the_particle_and_take_atoms_out():
+    """`tilt` redraws the base particle's tilt at 0.6-1 degree; `vacancies` removes O and Ce at random, and the
+    truth counts only the atoms left (no multislice: the particle and its columns alone)."""
+    assert "tilt" not in rs.SETS["all"] and "vacancy_O" not in rs.SETS["all"]  # `all` keeps its images
+    base = rs.draw_base(TINY, 0)
+    tilt = rs.draw_effects("tilt", TINY, 0)
+    assert 0.6 <= tilt["tilt_deg"] <= 1.0 and base["shape"]["tilt_deg"] <= 0.5
+    vac = rs.draw_effects("vacancies", TINY, 0)["vacancies"]
+    assert 0.02 <= vac["O"] <= 0.08 and 0.01 <= vac["Ce"] <= 0.03
+    _, full, n_full, _ = rs._assemble(TINY, base, base["shape"], 0.0)
+    heavy = {"O": 0.3, "Ce": 0.2, "seed": 1}  # large fractions, so the test sees them
+    _, cols, n_left, _ = rs._assemble(TINY, base, base["shape"], 0.0, heavy)
+    assert sum(c["n_atoms"] for c in cols) == n_left < n_full
+    count = {name: {sp: sum(c["n_atoms"] for c in cs if c["species"] == sp) for sp in ("Ce", "O")}
+             for name, cs in (("full", full), ("left", cols))}
+    for sp, f in (("O", 0.3), ("Ce", 0.2)):
+        lost = 1 - count["left"][sp] / count["full"][sp]
+        assert abs(lost - f) < 0.12, (sp, lost)
