@@ -59,3 +59,12 @@ def test_refuses_to_overwrite_and_stores_without_static_structures(twins):
     with pytest.raises(SystemExit, match="no static-lattice"):
         pair_store.pair_stores(tds, tds, root / "none.zarr")
     assert not (root / "none.zarr").exists()
+
+
+def test_tds_share_keeps_the_twins_of_static_particles_first(twins):
+    root, static, tds = twins
+    out = root / "third.zarr"
+    assert pair_store.pair_stores(static, tds, out, offset=100, tds_per_static=1 / 3) == (1, 3)
+    groups = sorted(int(g.attrs["index"]) for g in store.structure_groups(store.open_store(out)))
+    assert groups == [0, 100, 101, 102]  # the first twin with TDS, every static particle
+    assert store.settings_of(store.open_store(out))["paired_with"]["tds_per_static"] == pytest.approx(1 / 3)
