@@ -486,12 +486,13 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
     meta = {"scheme": {}, "pixel_size_A": 0.16, "class_weights": [1.0, 2.0], "unet": {"x": 1}, "package_version": "0"}
     thresholds = {"Ce": 0.4, "O": 0.6, "recall": 0.9, "precision": 0.95, "dose": 1000.0}
 
-    def fit_thresholds(model_path, data, scope=None):
-        calls.append(("thresholds", str(model_path), str(data), scope))
+    def fit_thresholds(model_path, data, scope=None, lattice=None):
+        calls.append(("thresholds", str(model_path), str(data), scope) + ((lattice,) if lattice else ()))
         return dict(thresholds)
 
-    def pairs(model_path, data, n_images, scope=None, thresholds=None):
-        calls.append(("pairs", str(model_path), str(data), n_images, scope, thresholds))
+    def pairs(model_path, data, n_images, scope=None, thresholds=None, lattice=None):
+        extra = (lattice,) if lattice else ()
+        calls.append(("pairs", str(model_path), str(data), n_images, scope, thresholds) + extra)
         return conf, ok, np.column_stack([feat, rng.normal(0.0, 1.0, len(feat))])  # the second feature: no effect
 
     monkeypatch.setattr(calibrate, "load_model", lambda path: (net, dict(meta)))
@@ -518,6 +519,16 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
     assert [s[0] for s in saved] == ["out.safetensors", "out.safetensors"]
     assert saved[0][2]["class_weights"] == [1.0, 3.0] and "column_calibration" not in saved[0][2]
     assert calls[0][1] == "out.safetensors" and calls[1][1:4] == ("out.safetensors", "store.zarr", 60)
+    # one reading of a lattice-heads model: fitted with that reading, kept beside the file's main map
+    meta["class_weights"] = [1.0, 2.0]
+    meta["column_calibration"] = {"a": 9.0}
+    calls.clear(), saved.clear()
+    calibrate.calibrate_model("m.safetensors", "tds.zarr", out="out.safetensors", lattice="vibrating")
+    assert calls[0][-1] == "vibrating" and calls[1][-1] == "vibrating"
+    written = saved[-1][2]
+    assert written["column_calibration"] == {"a": 9.0} and "detection_threshold" not in written
+    own = written["calibration_by_lattice"]["vibrating"]
+    assert own["column_calibration"]["fitted_on"] == "tds.zarr" and own["detection_threshold"]["Ce"] == 0.4
 
 
 class _Pointwise(torch.nn.Module):

@@ -56,6 +56,8 @@ def test_cli_names_the_flags(tmp_path):
         (_raised(track_movie, npy, tmp_path / "o", TrackSettings(workers=0)), "workers", "--workers must be"),
         (_raised(simulate_dataset, tmp_path / "s.zarr", 0), "n_structures", "--n-structures must lie"),
         (_raised(Segmenter.segment, None, np.zeros((8, 8)), 5.0), "pixel_size_A", "or give --pixel-size"),
+        (_raised(Segmenter, None, lattice="vibrating"), "lattice", "--lattice vibrating needs a model trained with "
+                                                                  "--lattice-heads"),
     ]
     for e, param, cli in cases:
         assert e.param == param, str(e)

@@ -68,3 +68,35 @@ def test_tds_share_keeps_the_twins_of_static_particles_first(twins):
     groups = sorted(int(g.attrs["index"]) for g in store.structure_groups(store.open_store(out)))
     assert groups == [0, 100, 101, 102]  # the first twin with TDS, every static particle
     assert store.settings_of(store.open_store(out))["paired_with"]["tds_per_static"] == pytest.approx(1 / 3)
+
+
+def test_a_lattice_heads_model_trains_on_the_pairs_from_a_model_without_them(twins, tmp_path):
+    import torch
+
+    from hrtem3d.model.io import load_model
+    from hrtem3d.train.loop import TrainConfig, train
+
+    root, static, tds = twins
+    out = root / "heads.zarr"
+    pair_store.pair_stores(static, tds, out, offset=100)
+    ds = HrtemDataset(out, crop=64, samples_per_epoch=12, lattice_label=True)
+    labels = {}
+    for i in range(12):
+        label = ds[i][3]
+        labels.setdefault(float(label), set()).add(ds.draw(i)["structure"])
+    assert labels[1.0] <= {0, 1, 2} and labels[0.0] <= {100, 101, 102}  # frozen phonons: the first three
+    cfg = dict(steps=2, batch=2, crop=64, widths=(4, 8), val_every=2, val_samples=2, val_fraction=0.5,
+               checkpoint_every=2, workers=0, warmup=1, scope=False)
+    train(out, tmp_path / "plain.safetensors", TrainConfig(**cfg), progress=False)
+    train(out, tmp_path / "heads.safetensors", TrainConfig(**cfg, lr=1e-9, lattice_heads=True,
+                                                           init=str(tmp_path / "plain.safetensors")), progress=False)
+    plain, _ = load_model(tmp_path / "plain.safetensors", "cpu")
+    heads, meta = load_model(tmp_path / "heads.safetensors", "cpu")
+    assert heads.config.lattice_heads and meta["train_config"]["lattice_heads"]
+    for name in ("head", "vibrating_head"):  # both readings start as the plain model's head (one step at lr 1e-9)
+        assert torch.allclose(getattr(heads, name).weight, plain.head.weight, atol=1e-5)
+    x = torch.randn(1, 1, 48, 48)
+    with torch.inference_mode():  # the mixture of two equal readings is that reading
+        static, vibrating, gate = heads(x, hypotheses=True)
+        assert torch.allclose(torch.softmax(heads(x), 1), torch.softmax(static, 1), atol=1e-4)
+        assert (torch.softmax(static, 1) - torch.softmax(vibrating, 1)).abs().max() < 1e-3

@@ -166,3 +166,71 @@ def test_a_network_with_global_context_exports_and_depends_on_the_whole_input():
     for backend in ("onnx", "torch"):
         got = make_engine(net, backend=backend)(x)
         assert torch.allclose(got, want, atol=2e-4), (backend, (got - want).abs().max())
+
+
+def test_a_network_with_lattice_heads_exports_its_mixture_and_the_gate_picks_a_reading():
+    from hrtem3d.model.unet import mix_lattice_hypotheses
+
+    torch.manual_seed(2)
+    net = UNet(UNetConfig(widths=(4, 8, 8), n_classes=5, lattice_heads=True)).eval()
+    x = torch.randn(2, 1, 40, 48)
+    with torch.inference_mode():
+        static, vibrating, gate = net(x, hypotheses=True)
+        want = net(x)
+        for p in net.gate.parameters():  # a gate sure of a static lattice: the static reading alone
+            p.zero_()
+        net.gate[2].bias.fill_(-40.0)
+        sure = net(x)
+    assert static.shape == vibrating.shape == want.shape == (2, 5, 40, 48) and gate.shape == (2,)
+    assert torch.allclose(torch.logsumexp(want, 1), torch.zeros(2, 40, 48), atol=1e-5)  # log-probabilities
+    assert torch.allclose(want, mix_lattice_hypotheses(static, vibrating, gate), atol=1e-5)
+    assert not torch.allclose(torch.softmax(want, 1), torch.softmax(static, 1), atol=1e-3)  # two readings mixed
+    assert torch.allclose(torch.softmax(sure, 1), torch.softmax(static, 1), atol=1e-5)
+    for backend in ("onnx", "torch"):
+        got = make_engine(net, backend=backend)(x)
+        assert torch.allclose(got, sure, atol=2e-4), (backend, (got - sure).abs().max())
+
+
+def test_a_fixed_lattice_reading_is_that_head_alone_and_needs_a_model_with_heads(tmp_path):
+    from hrtem3d.labels import ClassScheme
+    from hrtem3d.model.io import save_model
+    from hrtem3d.model.unet import fix_lattice
+
+    torch.manual_seed(3)
+    net = UNet(UNetConfig(widths=(4, 8), n_classes=25, lattice_heads=True)).eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.inference_mode():
+        static, vibrating, _ = net(x, hypotheses=True)
+        for kind, want in (("static", static), ("vibrating", vibrating)):
+            got = torch.softmax(fix_lattice(net, kind)(x), 1)
+            assert torch.allclose(got, torch.softmax(want, 1), atol=1e-6), kind
+    assert fix_lattice(net, "auto") is net
+    path = tmp_path / "heads.safetensors"
+    own = {"a": 2.0, "b": 0.0, "c": 0.0}
+    save_model(path, net, {"scheme": ClassScheme().to_dict(), "pixel_size_A": 0.16, "default_lattice": "static",
+                           "column_calibration": {"a": 1.0, "b": 0.0, "c": 0.0},
+                           "calibration_by_lattice": {"static": {"column_calibration": own}}})
+    seg = Segmenter(path, backend="torch")
+    assert seg.lattice == "static" and seg.calibration == own  # the file's default reading, with its own map
+    assert Segmenter(path, backend="torch", lattice="vibrating").calibration["a"] == 1.0  # none of its own
+    image = np.random.default_rng(0).poisson(40, (64, 64)).astype(np.float32)
+    with torch.inference_mode():
+        work = torch.from_numpy(seg.segment(image, 0.16).working_image)[None, None]
+        assert torch.allclose(seg.model(work), fix_lattice(net, "static")(work), atol=1e-5)
+    # the reading used is reported beside the image's checks
+    import json
+
+    from typer.testing import CliRunner
+
+    from hrtem3d.cli import app
+
+    np.save(tmp_path / "img.npy", image)
+    r = CliRunner().invoke(app, ["segment", str(tmp_path / "img.npy"), "--pixel-size", "0.16", "--model", str(path),
+                                 "--lattice", "vibrating", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "out" / "img" / "trust.json").read_text())["lattice_reading"] == "vibrating"
+    plain = UNet(UNetConfig(widths=(4, 8), n_classes=25)).eval()
+    with pytest.raises(HrtemError, match="one kind of lattice"):
+        fix_lattice(plain, "vibrating")
+    with pytest.raises(HrtemError, match="lattice must be one of"):
+        fix_lattice(net, "frozen")

@@ -185,3 +185,19 @@ def test_corrupt_checkpoint_is_a_one_line_error(tiny_store, tmp_path):
     msg = str(e.value)
     assert "checkpoint" in msg and "unreadable" in msg and "delete it" in msg and "\n" not in msg, msg
     assert not out.exists()
+
+
+def test_lattice_loss_trains_each_reading_only_on_its_own_kind_of_image():
+    from hrtem3d.train.loss import lattice_hypotheses_loss
+
+    torch.manual_seed(0)
+    static, vibrating = torch.randn(3, 5, 4, 4, requires_grad=True), torch.randn(3, 5, 4, 4, requires_grad=True)
+    gate = torch.zeros(3, requires_grad=True)
+    cls = torch.randint(0, 5, (3, 4, 4))
+    target, w = torch.stack([cls.float(), torch.ones(3, 4, 4)], 1), torch.ones(3, 4, 4)
+    vibrates = torch.tensor([0.0, 1.0, 0.0])
+    lattice_hypotheses_loss(static, vibrating, gate, vibrates, target, w).backward()
+    assert static.grad[1].abs().max() == 0 and static.grad[[0, 2]].abs().max() > 0
+    assert vibrating.grad[[0, 2]].abs().max() == 0 and vibrating.grad[1].abs().max() > 0
+    # the gate is pushed towards each image's kind
+    assert gate.grad[1] < 0 < gate.grad[0]

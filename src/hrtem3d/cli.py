@@ -29,7 +29,11 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 _FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-size", "stack_rule": "--stack-rule",
           "chunk": "--chunk", "workers": "--workers", "model": "--model", "out_dir": "--out", "fps": "--fps",
           "init": "--init", "widths": "--widths", "store_gpts": "--gpts", "diameter_A": "--max-diameter",
-          "n_structures": "--n-structures", "scheduler": "--scheduler", "backend": "--backend"}
+          "n_structures": "--n-structures", "scheduler": "--scheduler", "backend": "--backend",
+          "lattice": "--lattice", "lattice_heads": "--lattice-heads"}
+LATTICE_HELP = ("For a model with lattice heads: read the columns as a static lattice (simulations without "
+                "frozen phonons), a vibrating one (thermal diffuse scattering: every real specimen) or auto (the "
+                "model's own guess from the image); default: the model's own default.")
 BACKEND_HELP = ("How the network runs: auto (ONNX Runtime on the CPU, PyTorch on CUDA), onnx, "
                 "torch, or int8 (quantised, calibrated on the first image: faster, less accurate; see "
                 "docs/benchmarks.md).")
@@ -164,6 +168,9 @@ def train(
                                           "aberrations, vibration, background, MTF) and resample them as "
                                           "segment does; --no-scope trains on the store's grid only."),
     init: Path = typer.Option(None, help="Start from this model file's weights (fine-tuning; same --widths)."),
+    lattice_heads: bool = typer.Option(False, help="Two readings, for a static and for a vibrating lattice "
+                                       "(thermal diffuse scattering), mixed by an image-level gate; needs a "
+                                       "store with both kinds of structure (frozen phonons on some)."),
     val_fraction: float = typer.Option(0.1, help="Share of the store's structures held out for validation "
                                                  "(every k-th structure)."),
     val_samples: int = typer.Option(48, help="Validation crops drawn at each validation."),
@@ -184,7 +191,8 @@ def train(
         raise HrtemError(f"--widths must be comma-separated integers, got {widths!r}") from None
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, widths=w, seed=seed, workers=workers,
                       threads=threads, val_every=val_every, normalization=normalization, scope=scope,
-                      init=str(init) if init else None, val_fraction=val_fraction, val_samples=val_samples)
+                      init=str(init) if init else None, val_fraction=val_fraction, val_samples=val_samples,
+                      lattice_heads=lattice_heads)
     m = run(data, out, cfg, progress=progress, device=device)
     typer.echo(f"wrote {out}: validation column-pixel accuracy {m.get('col_acc', float('nan')):.3f} "
                f"at step {m.get('step', steps)}")
@@ -206,6 +214,7 @@ def segment(
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     whole_frame: bool = typer.Option(False, "--whole-frame", help=WHOLE_FRAME_HELP),
+    lattice: str = typer.Option(None, help=LATTICE_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     export_3d: bool = typer.Option(False, "--export-3d",
                                    help="Also write an estimated 3D atomic model: model.xyz (extended XYZ, "
@@ -227,7 +236,8 @@ def segment(
     from hrtem3d.api import load_model
     from hrtem3d.jobs.workflows import segment_file
 
-    seg = load_model(model, device=device, tta=tta, backend=backend, skip_vacuum=not whole_frame)  # one network
+    seg = load_model(model, device=device, tta=tta, backend=backend, skip_vacuum=not whole_frame,
+                     lattice=lattice)  # one network
     seg.set_contrast(contrast)  # "auto": decided again on each input's first frame
     for path in inputs:
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
@@ -265,6 +275,7 @@ def track(
                                                           "minute; no gain measured on 2 CPU cores)."),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     whole_frame: bool = typer.Option(False, "--whole-frame", help=WHOLE_FRAME_HELP),
+    lattice: str = typer.Option(None, help=LATTICE_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar (frames/s)."),
 ) -> None:
     """Segment every frame of a movie, correct drift, link columns, denoise depths in time, find events.
@@ -285,7 +296,7 @@ def track(
     s = TrackSettings(pixel_size_A=pixel_size, fps=fps, start=start, stop=stop, chunk=chunk, workers=workers,
                       scheduler=scheduler, model=str(model) if model else None, contrast=contrast,
                       temporal=TemporalModel(change=ChangeModel(threshold=change_threshold)), compile=compile,
-                      backend=backend, skip_vacuum=not whole_frame)
+                      backend=backend, skip_vacuum=not whole_frame, lattice=lattice)
     r = track_movie(input, out, s, progress=progress, figures=figures)
     for w in r.get("warnings", []):
         typer.echo(f"warning: {_flags_in(w)}", err=True)
@@ -306,6 +317,7 @@ def evaluate(
     max_structures: int = typer.Option(None, help="Use at most this many test structures."),
     tta: int = typer.Option(1, help="Test-time augmentation: 1, 2, 4 or 8 symmetries averaged."),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
+    lattice: str = typer.Option(None, help=LATTICE_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Accuracy against ground truth per dose, with the intensity-counting and majority baselines."""
@@ -313,7 +325,7 @@ def evaluate(
 
     d = tuple(float(v) for v in doses.split(","))
     summary = evaluate_to_folder(model, data, out, train_path=train_data, doses=d, max_structures=max_structures,
-                                 progress=progress, tta=tta, backend=backend)
+                                 progress=progress, tta=tta, backend=backend, lattice=lattice)
     typer.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
@@ -324,13 +336,16 @@ def calibrate(
     data: Path = typer.Option(..., help="The training store: its validation structures are used."),
     out: Path = typer.Option(None, help="Write the calibrated model here instead."),
     n_images: int = typer.Option(60, help="Validation images (doses across the envelope)."),
+    lattice: str = typer.Option(None, help="For a model with lattice heads: calibrate this reading (static, "
+                                "vibrating or auto) and keep it beside the others; calibrate the static reading "
+                                "on a static store, the vibrating one on a store with frozen phonons."),
 ) -> None:
     """Fit per-species detection thresholds and calibrate the column confidence (Platt scaling) on
     validation structures of the training store, never on test data."""
     from hrtem3d.evaluate.calibrate import calibrate_model
     from hrtem3d.segmentation.confidence import map_terms
 
-    c = calibrate_model(model, data, out, n_images)
+    c = calibrate_model(model, data, out, n_images, lattice=lattice)
     t = c["detection_threshold"]
     terms = " ".join(f"{coef:+.3f} {name}" for coef, name in zip(*map_terms(c)))
     typer.echo(f"detection thresholds Ce {t['Ce']:.2f}, O {t['O']:.2f} (validation recall {t['recall']:.3f}, "

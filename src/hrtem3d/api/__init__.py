@@ -74,7 +74,7 @@ def _segmenter_type():
 
 def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = None, device: str | None = None,
                tta: int = 1, threads: int | None = None, compile: bool = False, backend: str = "auto",
-               skip_vacuum: bool = True) -> Model:
+               skip_vacuum: bool = True, lattice: str | None = None) -> Model:
     """Load a model once, to pass to `segment`, `segment_movie` and `track` (cellpose's style).
 
     Args:
@@ -90,6 +90,8 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
             or "int8" (`hrtem3d.model.runtime`).
         skip_vacuum: run the network only on boxes around what is not vacuum (`hrtem3d.segmentation.vacuum`);
             False segments the whole frame.
+        lattice: for a model with lattice heads, "static", "vibrating" or "auto" (None: the model's
+            default): which reading of the columns to use (see `Segmenter`).
 
     Returns:
         a `Model` (`hrtem3d.segmentation.segmenter.Segmenter`): `.scheme`, `.pixel_size_A` (Å), `.meta`.
@@ -107,7 +109,7 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
                              "'pixel_size_A': ...})")
         path = (path, metadata)
     return _segmenter_type()(path, device=device, tta=tta, threads=threads, compile=compile, backend=backend,
-                             skip_vacuum=skip_vacuum)
+                             skip_vacuum=skip_vacuum, lattice=lattice)
 
 
 @functools.lru_cache(maxsize=1)

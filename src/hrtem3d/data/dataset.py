@@ -87,18 +87,21 @@ class HrtemDataset(Dataset):
             `segment`'s own steps (resampling from the stated pixel size to the working grid, then
             normalisation) before the crop; the targets are resampled to the same grid. Without it,
             images are formed on the store's grid (the in-domain test images).
+        lattice_label: also return whether the structure's lattice vibrates (1.0: its exit wave holds
+            several frozen-phonon configurations, 0.0: one static wave), for `lattice_heads` networks.
 
     Returns per item:
         image `[1, crop, crop]` float32 (normalised counts), target `[2, crop, crop]`
         float32 (channel 0 the class index, channel 1 its soft-target probability),
-        weights `[crop, crop]` float32.
+        weights `[crop, crop]` float32; with `lattice_label`, also the label (a float32 scalar).
     """
 
     def __init__(self, path: str | Path, indices: list[int] | None = None, crop: int = 256,
                  samples_per_epoch: int = 1024, envelope: OpticsEnvelope | None = None,
                  dose: float | None = None, seed: int = 0, augment: bool = True,
                  class_weights: np.ndarray | None = None, centre_weight: float = 4.0,
-                 normalization: str = RELATIVE, scope: ScopeEnvelope | None = None):
+                 normalization: str = RELATIVE, scope: ScopeEnvelope | None = None,
+                 lattice_label: bool = False):
         if normalization not in NORMALIZATIONS:
             raise HrtemError(f"unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
         self.normalization = normalization
@@ -141,6 +144,8 @@ class HrtemDataset(Dataset):
         self.crop, self.length, self.dose, self.seed = crop, samples_per_epoch, dose, seed
         self.augment, self.class_weights, self.centre_weight = augment, class_weights, centre_weight
         self.epoch = 0
+        self.lattice_label = lattice_label
+        self.vibrating = {i: s.shape[0] > 1 for i, s in zip(self.indices, self.bank.spectra, strict=True)}
 
     def set_epoch(self, epoch: int) -> None:
         """Draw different samples in each epoch (reproducibly)."""
@@ -225,9 +230,12 @@ class HrtemDataset(Dataset):
             image = normalizer(self.normalization)(raw)
         w = weight_map(d["alpha"], d["cls"], self.class_weights, self.centre_weight)
         target = np.stack([d["cls"].astype(np.float32), d["alpha"]])
-        return (torch.from_numpy(np.ascontiguousarray(image[None])),
+        item = (torch.from_numpy(np.ascontiguousarray(image[None])),
                 torch.from_numpy(np.ascontiguousarray(target)),
                 torch.from_numpy(np.ascontiguousarray(w)))
+        if self.lattice_label:
+            return (*item, torch.tensor(float(self.vibrating[d["structure"]])))
+        return item
 
     def _crop_origin(self, rng: np.random.Generator, k: int) -> tuple[int, int]:
         n = self.cls[k].shape[0]

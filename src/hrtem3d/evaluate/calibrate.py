@@ -97,11 +97,12 @@ def _in_true_A(columns, true_pixel_A: float | None):
 
 def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: float = 1000.0, seed: int = 6,
                              grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9),
-                             scope: ScopeEnvelope | None = None) -> dict:
+                             scope: ScopeEnvelope | None = None, lattice: str | None = None) -> dict:
     """Per-species detection thresholds (column probability) that maximise min(recall, precision)
-    on the validation structures of `data` at `dose` (e/Å²); ties go to the higher recall."""
+    on the validation structures of `data` at `dose` (e/Å²); ties go to the higher recall. `lattice`:
+    the reading of a lattice-heads model (`Segmenter`'s)."""
     val_idx, n, sampling, groups = _validation(data)
-    seg = Segmenter(model_path, contrast="bright")
+    seg = Segmenter(model_path, contrast="bright", lattice=lattice)
     seg.calibration, seg.detection = None, None
     ds = HrtemDataset(data, val_idx, crop=n, dose=dose, seed=seed, augment=False, scope=scope)
     runs = []
@@ -125,13 +126,13 @@ def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: flo
 
 
 def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 60, seed: int = 5,
-                      thresholds: dict | None = None, scope: ScopeEnvelope | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      thresholds: dict | None = None, scope: ScopeEnvelope | None = None,
+                      lattice: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw confidence, correct, image features `[n, len(FEATURES)]`) of matched columns on validation
     structures of `data`, doses drawn across the envelope. The features are those of the whole image
     (`segmentation.confidence.image_features`: log relative noise, mean logit of every column found)."""
     val_idx, n, sampling, groups = _validation(data)
-    seg = Segmenter(model_path, contrast="bright")
+    seg = Segmenter(model_path, contrast="bright", lattice=lattice)
     seg.calibration, seg.detection = None, thresholds
     ds = HrtemDataset(data, val_idx, crop=n, seed=seed, augment=False, scope=scope)
     conf, ok, feat = [], [], []
@@ -150,9 +151,13 @@ def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 
 
 
 def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | None = None,
-                    n_images: int = 60) -> dict:
+                    n_images: int = 60, lattice: str | None = None) -> dict:
     """Fit the detection thresholds and the confidence map on validation structures; write both
     into the model file (metadata `detection_threshold`, `column_calibration`).
+
+    `lattice` ("static", "vibrating" or "auto"; a model with lattice heads): fit them for that reading
+    and store them under `calibration_by_lattice[lattice]`, which `Segmenter(lattice=...)` uses; calibrate
+    the static reading on a static store and the vibrating one on a store with frozen phonons.
 
     A model file without its training loss weights (`class_weights`, written by `train` since
     2026-11-30) first gets them recomputed from `data` with its training configuration, so that
@@ -165,13 +170,16 @@ def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | 
         model_path = out = out or model_path
         save_model(model_path, model, meta)
     scope = scope_of(meta)
-    thresholds = fit_detection_thresholds(model_path, data, scope=scope)
-    conf, ok, feat = calibration_pairs(model_path, data, n_images, scope=scope,
+    thresholds = fit_detection_thresholds(model_path, data, scope=scope, lattice=lattice)
+    conf, ok, feat = calibration_pairs(model_path, data, n_images, scope=scope, lattice=lattice,
                                        thresholds={"Ce": thresholds["Ce"], "O": thresholds["O"]})
     a, b, c = fit_platt(conf, ok, feat)
-    meta["detection_threshold"] = {**thresholds, "fitted_on": str(data)}
-    meta["column_calibration"] = {"a": a, "b": b, "c": c, "features": list(FEATURES),
-                                  "n_columns": int(len(conf)), "fitted_on": str(data),
-                                  "through_scope": scope is not None}
+    fitted = {"detection_threshold": {**thresholds, "fitted_on": str(data)},
+              "column_calibration": {"a": a, "b": b, "c": c, "features": list(FEATURES), "n_columns": int(len(conf)),
+                                     "fitted_on": str(data), "through_scope": scope is not None}}
+    if lattice is None:
+        meta.update(fitted)
+    else:
+        meta["calibration_by_lattice"] = {**meta.get("calibration_by_lattice", {}), lattice: fitted}
     save_model(out or model_path, model, meta)
-    return {**meta["column_calibration"], "detection_threshold": thresholds}
+    return {**fitted["column_calibration"], "detection_threshold": thresholds}

@@ -51,6 +51,8 @@ class TrackSettings:
         compile: run the network through torch.compile (see `Segmenter`).
         backend: how the network runs ("auto", "onnx", "torch", "int8"; see `Segmenter`).
         skip_vacuum: run the network only around what is not vacuum (see `Segmenter`).
+        lattice: the reading of a model with lattice heads ("static", "vibrating", "auto"; None: the model's
+            default; see `Segmenter`).
         search_range_A, memory: linking (see `tracking.linking.link_columns`).
         temporal: the depth HMM settings.
     """
@@ -70,19 +72,20 @@ class TrackSettings:
     compile: bool = False
     backend: str = "auto"
     skip_vacuum: bool = True
+    lattice: str | None = None
 
 
 _SEGMENTERS: dict = {}
 
 
 def _segmenter(model: str | None, threads: int | None = None, compile: bool = False,
-               backend: str = "auto", skip_vacuum: bool = True) -> Segmenter:
+               backend: str = "auto", skip_vacuum: bool = True, lattice: str | None = None) -> Segmenter:
     """One loaded model per process: the run and dask workers reuse it across chunks (contrast set per use)."""
-    key = (model, threads, compile, backend, skip_vacuum)
+    key = (model, threads, compile, backend, skip_vacuum, lattice)
     if key not in _SEGMENTERS:
         _SEGMENTERS.clear()  # a long-lived process keeps one network, not one per model it ever used
         _SEGMENTERS[key] = Segmenter(model, threads=threads, compile=compile, backend=backend,
-                                     skip_vacuum=skip_vacuum)
+                                     skip_vacuum=skip_vacuum, lattice=lattice)
     return _SEGMENTERS[key]
 
 
@@ -95,8 +98,8 @@ class Chunk:
         first, last: the frame range [first, last).
         part: the part files' path without suffix (`.parquet` and `.json` are added).
         model: a model file (None: the shipped one); contrast: "bright" or "dark", decided for the run.
-        threads: torch CPU threads on a worker (None: torch's default); compile, backend, skip_vacuum:
-            `Segmenter`'s.
+        threads: torch CPU threads on a worker (None: torch's default); compile, backend, skip_vacuum,
+            lattice: `Segmenter`'s.
     """
 
     path: str
@@ -110,6 +113,7 @@ class Chunk:
     compile: bool = False
     backend: str = "auto"
     skip_vacuum: bool = True
+    lattice: str | None = None
 
 
 def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
@@ -135,7 +139,7 @@ def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
     processed frames, their drift (Å) and the skipped frames with the reason.
     """
     c = chunk
-    seg = _segmenter(c.model, c.threads, c.compile, c.backend, c.skip_vacuum)
+    seg = _segmenter(c.model, c.threads, c.compile, c.backend, c.skip_vacuum, c.lattice)
     seg.set_contrast(c.contrast)
     src = open_image(c.path, pixel_size_A=c.pixel_size_A)
     first, last = c.first, c.last
@@ -198,7 +202,7 @@ def _fingerprint(path: Path, src, s: TrackSettings, model: str | None) -> dict:
     return {"input": str(path.resolve()), "bytes": st.st_size, "shape": list(src.shape),
             "pixel_size_A": s.pixel_size_A if s.pixel_size_A == LATTICE else src.pixel_size_A, "chunk": s.chunk,
             "model": file_fingerprint(_model_file(model)),
-            "skip_vacuum": s.skip_vacuum}
+            "skip_vacuum": s.skip_vacuum, **({"lattice": s.lattice} if s.lattice else {})}
 
 
 def _prepare(path: Path, dest: Path, s: TrackSettings):
@@ -223,7 +227,7 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
         trust = json.loads(trust_file.read_text())
         with np.load(ref_file) as z:
             return _at(path, src, trust), stop, z["image"], str(z["contrast"]), trust
-    seg = _segmenter(s.model, None, s.compile, s.backend, s.skip_vacuum)
+    seg = _segmenter(s.model, None, s.compile, s.backend, s.skip_vacuum, s.lattice)
     seg.set_contrast(s.contrast)
     source = LATTICE if lattice else ("given" if s.pixel_size_A is not None else "file")
     for first, block in src.frames(s.start, stop, chunk=1):
@@ -260,7 +264,7 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
                desc=f"track {path.name}", unit="frame", smoothing=0.1)
     chunks = [Chunk(path=str(path), pixel_size_A=src.pixel_size_A, first=a, last=b,
                     part=str(parts / f"chunk_{a:08d}"), model=s.model, contrast=contrast, compile=s.compile,
-                    backend=s.backend, skip_vacuum=s.skip_vacuum)
+                    backend=s.backend, skip_vacuum=s.skip_vacuum, lattice=s.lattice)
               for a, b in todo]
     if s.workers <= 1 and not s.scheduler:
         for c in chunks:
@@ -326,7 +330,7 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
         raise HrtemError(f"{path.name}: no frame could be segmented (skipped: {_ranges(sorted(skipped))})")
     interval = 1.0 / s.fps if s.fps else src.frame_interval_s
     times = frames * (interval if interval else 1.0)
-    seg = _segmenter(s.model, None, s.compile, s.backend, s.skip_vacuum)  # the run's one network
+    seg = _segmenter(s.model, None, s.compile, s.backend, s.skip_vacuum, s.lattice)  # the run's one network
     scheme = seg.scheme
     ny, nx = src.shape[1:]
     field_A = (nx * src.pixel_size_A, ny * src.pixel_size_A)
@@ -339,6 +343,8 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
         cols = cols.assign(**cap)
         if "confidence" in tracks:
             tracks = tracks.assign(confidence=np.minimum(tracks["confidence"].to_numpy(float), CONFIDENCE_CAP))
+    if seg.lattice_reading:
+        trust = {**trust, "lattice_reading": seg.lattice_reading}
     atomic_write(dest / "trust.json", lambda p: p.write_text(json.dumps(trust, indent=1)))
     atomic_write(dest / "columns.parquet", lambda p: cols.to_parquet(p, index=False))
     atomic_write(dest / "tracks.parquet", lambda p: tracks.to_parquet(p, index=False))

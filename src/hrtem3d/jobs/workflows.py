@@ -82,7 +82,8 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     atomic_write(dest / "confidence.tif", lambda p: tifffile.imwrite(p, np.stack(confs).astype(np.float32)))
     fig = overlay_figure(first[0], first[1], trust.pixel_size_A, title=f"{path.name}: {len(first[1])} columns")
     save_figure(fig, dest / "overlay.png")
-    text = json.dumps(trust.to_dict(), indent=1, default=float, ensure_ascii=False)
+    reading = {"lattice_reading": segmenter.lattice_reading} if segmenter.lattice_reading else {}
+    text = json.dumps({**trust.to_dict(), **reading}, indent=1, default=float, ensure_ascii=False)
     atomic_write(dest / "trust.json", lambda p: p.write_text(text, encoding="utf-8"))
     result = {"input": str(path), "out": str(dest), "frames": src.n_frames, "columns": len(table),
               "skipped_frames": skipped, "pixel_size_A": trust.pixel_size_A, "pixel_size_source": trust.source,
@@ -97,14 +98,14 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
 def evaluate_to_folder(model_path: str | Path | None, test_path: str | Path, out_dir: str | Path, *,
                        train_path: str | Path | None = None, doses: tuple[float, ...] | None = None,
                        max_structures: int | None = None, progress: bool = True, tta: int = 1,
-                       backend: str = "auto") -> pd.DataFrame:
+                       backend: str = "auto", lattice: str | None = None) -> pd.DataFrame:
     """Run `evaluate.metrics.evaluate` and write summary.csv/.md, columns.parquet and the plots."""
     from hrtem3d.evaluate.metrics import DOSES, evaluate, expected_calibration_error, reliability
     from hrtem3d.viz.evaluation import accuracy_vs_dose, confusion_figure, reliability_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seg = Segmenter(model_path, contrast="bright", tta=tta, backend=backend)
+    seg = Segmenter(model_path, contrast="bright", tta=tta, backend=backend, lattice=lattice)
     r = evaluate(model_path, test_path, train_path, doses or DOSES, max_structures, progress=progress, segmenter=seg)
     summary, cols = r["summary"], r["columns"]
     atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False, float_format="%.4f"))

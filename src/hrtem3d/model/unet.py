@@ -27,6 +27,7 @@ from torch import nn
 from hrtem3d.errors import HrtemError
 
 NORMS = ("batch", "group", "none")
+LATTICES = ("auto", "static", "vibrating")  # which reading of a `lattice_heads` network to use
 UPSAMPLES = ("transpose", "bilinear")
 
 
@@ -49,6 +50,11 @@ class UNetConfig:
             (`GlobalContext`), so that what only the whole particle reveals (does its lattice
             vibrate?) reaches every column. The output then depends on the tile, not only on
             the receptive field.
+        lattice_heads: two readings of every pixel, one for a static lattice and one for a vibrating
+            lattice (thermal diffuse scattering thins the contrast of thick columns), and an image-level
+            gate p(vibrating) from the bottleneck; the output is their mixture (`mix_lattice_hypotheses`),
+            so an image the gate cannot place gets the hedge of both readings and a confident one gets
+            the matching reading alone. Trained with each head on its own kind of image (`hypotheses`).
     """
 
     in_channels: int = 1
@@ -60,6 +66,7 @@ class UNetConfig:
     dropout: float = 0.0
     upsample: str = "bilinear"
     global_context: bool = False
+    lattice_heads: bool = False
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -210,8 +217,14 @@ class UNet(nn.Module):
             self.ups.append(Up(w[level + 1], w[level], config.upsample))
             self.up_blocks.append(ConvBlock(2 * w[level], w[level], n, norm, res))
         self.head = nn.Conv2d(w[0], config.n_classes, 1)
+        if config.lattice_heads:
+            self.vibrating_head = nn.Conv2d(w[0], config.n_classes, 1)
+            self.gate_attn = nn.Conv2d(w[-1], 1, 1)
+            self.gate = nn.Sequential(nn.Linear(w[-1], w[-1]), nn.ReLU(inplace=True), nn.Linear(w[-1], 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hypotheses: bool = False):
+        """Class logits ``[N, n_classes, H, W]``; with ``hypotheses`` (a `lattice_heads` network, training)
+        the triple of `hypotheses` instead, cropped to ``H, W``."""
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise HrtemError(
                 f"network input must be [N, {self.config.in_channels}, H, W], got {list(x.shape)}; "
@@ -219,6 +232,9 @@ class UNet(nn.Module):
             )
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.config.multiple)
+        if hypotheses:
+            static, vibrating, gate = self.hypotheses(x)
+            return static[..., :h, :w], vibrating[..., :h, :w], gate
         return self.body(x)[..., :h, :w]
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -234,13 +250,68 @@ class UNet(nn.Module):
     def body(self, x: torch.Tensor) -> torch.Tensor:
         """The network on an input whose sides are multiples of ``config.multiple`` (no checks, no
         padding: the graph that `hrtem3d.model.runtime` exports to ONNX)."""
-        skips = self.encode(x)
+        if self.config.lattice_heads:
+            return mix_lattice_hypotheses(*self.hypotheses(x))
+        return self.head(self._decode(self.encode(x)))
+
+    def _decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
         x = self.dropout(skips.pop())
         if self.context is not None:
             x = self.context(x)
         for up, block in zip(self.ups, self.up_blocks, strict=True):
             x = block(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)
+        return x
+
+    def hypotheses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(static logits, vibrating logits, gate logit `[N]`) of a `lattice_heads` network on an input
+        whose sides are multiples of ``config.multiple``: the two readings before they are mixed, and
+        the logit of the image-level p(vibrating)."""
+        skips = self.encode(x)
+        gate = self.gate(attention_pool(skips[-1], self.gate_attn))[:, 0]
+        feat = self._decode(skips)
+        return self.head(feat), self.vibrating_head(feat), gate
+
+
+def mix_lattice_hypotheses(static: torch.Tensor, vibrating: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """Log of (1 - q) softmax(static) + q softmax(vibrating), q = sigmoid(gate) one per image: class
+    log-probabilities `[N, C, H, W]` (a softmax of them gives the mixture back).
+
+    >>> s, v = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    >>> p = torch.softmax(mix_lattice_hypotheses(s, v, torch.tensor([-30.0, 30.0])), 1)
+    >>> ps, pv = torch.softmax(s, 1), torch.softmax(v, 1)
+    >>> bool(torch.allclose(p[0], ps[0], atol=1e-6)), bool(torch.allclose(p[1], pv[1], atol=1e-6))
+    (True, True)
+    """
+    g = gate[:, None, None, None]
+    both = torch.stack([F.log_softmax(static, 1) + F.logsigmoid(-g), F.log_softmax(vibrating, 1) + F.logsigmoid(g)])
+    return torch.logsumexp(both, 0)
+
+
+def fix_lattice(model: UNet, lattice: str) -> UNet:
+    """`model` itself for ``"auto"`` (its gate decides); for ``"static"`` or ``"vibrating"``, a plain U-Net
+    copy of a `lattice_heads` network that gives that reading alone (its head is that reading's; the other
+    head and the gate are dropped, so it runs as fast as a network without lattice heads).
+
+    >>> net = UNet(UNetConfig(widths=(4, 8), n_classes=3, lattice_heads=True)).eval()
+    >>> x = torch.randn(1, 1, 16, 16)
+    >>> static = net(x, hypotheses=True)[0]
+    >>> bool(torch.allclose(fix_lattice(net, "static")(x), static))
+    True
+    """
+    if lattice not in LATTICES:
+        raise HrtemError(f"lattice must be one of {', '.join(LATTICES)}, got {lattice!r}", param="lattice")
+    if lattice == "auto":
+        return model
+    if not getattr(getattr(model, "config", None), "lattice_heads", False):
+        raise HrtemError(f"this model reads one kind of lattice only; `lattice={lattice}` needs a model trained "
+                         "with `lattice_heads`", param="lattice")
+    fixed = UNet(UNetConfig.from_dict({**model.config.to_dict(), "lattice_heads": False}))
+    dropped = ("vibrating_head", "gate_attn", "gate")
+    state = {k: v for k, v in model.state_dict().items() if k.split(".")[0] not in dropped}
+    if lattice == "vibrating":
+        state["head.weight"], state["head.bias"] = model.vibrating_head.weight, model.vibrating_head.bias
+    fixed.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+    return fixed.to(next(model.parameters()).device).train(model.training)
 
 
 def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from hrtem3d.errors import HrtemError
 from hrtem3d.labels.scheme import ClassScheme
 from hrtem3d.model.io import load_default_model, load_model
 from hrtem3d.model.runtime import make_engine
-from hrtem3d.model.unet import pick_device, seam_free_overlap
+from hrtem3d.model.unet import fix_lattice, pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import calibrate_columns
 from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
@@ -118,12 +118,17 @@ class Segmenter:
             grown by `vacuum_margin` working pixels; the rest of the frame is background.
         vacuum_margin: context kept around the particle (working pixels); None takes
             `VACUUM_MARGIN_A` (10 Å, 64 pixels for the shipped model), at most the seam-free overlap.
+        lattice: for a model with lattice heads (`UNetConfig.lattice_heads`), which reading to use:
+            "static" (a lattice at rest, as in simulations without frozen phonons), "vibrating" (thermal
+            diffuse scattering, as in every real specimen) or "auto" (the network's own image-level
+            guess mixes both); None takes the model file's `default_lattice`, else "auto". The confidence
+            map and detection thresholds fitted for that reading (`calibration_by_lattice`) are used.
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
                  overlap: int | None = None, contrast: str = "bright", threads: int | None = None,
                  compile: bool = False, tta: int = 1, backend: str = "auto", skip_vacuum: bool = True,
-                 vacuum_margin: int | None = None):
+                 vacuum_margin: int | None = None, lattice: str | None = None):
         if tta not in (1, 2, 4, 8):
             raise HrtemError(f"tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}", param="tta")
         self.tta = tta
@@ -131,15 +136,19 @@ class Segmenter:
         if threads:
             torch.set_num_threads(threads)
         self.model, self.meta = _load(model_path, self.device)
-        self.model.eval()
+        self.lattice = lattice or self.meta.get("default_lattice", "auto")
+        self.lattice_heads = bool(getattr(getattr(self.model, "config", None), "lattice_heads", False))
+        self.model = fix_lattice(self.model, self.lattice).eval()
         self.scheme = ClassScheme.from_dict(self.meta["scheme"])
         self.pixel_size_A = float(self.meta["pixel_size_A"])
         self.temperature = float(self.meta.get("temperature", 1.0))
-        self.calibration = self.meta.get("column_calibration")
+        own = self.meta.get("calibration_by_lattice", {}).get(self.lattice, {})
+        self.calibration = own.get("column_calibration", self.meta.get("column_calibration"))
         self.normalize = normalizer(self.meta.get("normalization", "median/MAD"))
         cw = self.meta.get("class_weights")  # the loss weights, whose bias find_columns undoes
         self.class_weights = np.asarray(cw, np.float32) if cw is not None else None
-        self.detection = self.meta.get("detection_threshold")  # per-species column probability, or None
+        # per-species column probability, or None
+        self.detection = own.get("detection_threshold", self.meta.get("detection_threshold"))
         if overlap is None:  # an in-memory network other than the U-Net: a generous fixed margin
             config = getattr(self.model, "config", None)
             overlap = seam_free_overlap(config) if config is not None else 144
@@ -160,6 +169,11 @@ class Segmenter:
         self._polarity_engine = float_engine  # int8 quantises later, on the first image it sees
         self.engine = None if backend == "int8" else float_engine
         self.backend = float_engine.backend if self.engine is not None else "int8"
+
+    @property
+    def lattice_reading(self) -> str | None:
+        """The reading in use ("static", "vibrating" or "auto") of a model with lattice heads; None for others."""
+        return self.lattice if self.lattice_heads else None
 
     def set_contrast(self, contrast: str) -> None:
         """Atom contrast from now on: "bright", "dark", or "auto" (decided afresh on the next image).

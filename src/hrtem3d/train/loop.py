@@ -28,7 +28,7 @@ from hrtem3d.model.io import save_model
 from hrtem3d.model.unet import UNet, UNetConfig, pick_device
 from hrtem3d.simulate.optics import OpticsEnvelope
 from hrtem3d.simulate.scope import ScopeEnvelope
-from hrtem3d.train.loss import soft_weighted_ce
+from hrtem3d.train.loss import lattice_hypotheses_loss, soft_weighted_ce
 
 
 @dataclass
@@ -44,6 +44,9 @@ class TrainConfig:
         val_fraction: share of structures held out for validation (by index).
         widths: U-Net filters per level.
         global_context: add the image-level context block at the bottleneck (`UNetConfig.global_context`).
+        lattice_heads: a static and a vibrating reading with an image-level gate (`UNetConfig.lattice_heads`),
+            each head trained on its own kind of structure (frozen phonons or not), the gate on the kind;
+            `gate_weight` weighs the gate's loss.
         class_weight_power: rare depth classes weigh (median/count)**power.
         seed: seeds the network initialisation and the data draws.
         normalization: input normalisation, "relative" or "median/MAD" (`hrtem3d.data.normalize`).
@@ -67,6 +70,8 @@ class TrainConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     residual: bool = False
     global_context: bool = False
+    lattice_heads: bool = False
+    gate_weight: float = 0.2
     class_weight_power: float = 0.5
     centre_weight: float = 4.0
     normalization: str = RELATIVE
@@ -158,7 +163,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     scope = scope or ((stored.scope if stored else ScopeEnvelope()) if config.scope else None)
     train_ds = HrtemDataset(data, train_idx, crop=config.crop, samples_per_epoch=config.batch * 200,
                             envelope=envelope, seed=rank_seed(config, rank), class_weights=cw,
-                            centre_weight=config.centre_weight, normalization=config.normalization, scope=scope)
+                            centre_weight=config.centre_weight, normalization=config.normalization, scope=scope,
+                            lattice_label=config.lattice_heads)
     envelope = train_ds.envelope  # the dataset resolves None to the store's optics envelope, else the default
     val_ds = HrtemDataset(data, val_idx, crop=config.crop, samples_per_epoch=config.val_samples,
                           envelope=envelope, seed=10**6 + config.seed, augment=False,
@@ -166,7 +172,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
 
     torch.manual_seed(config.seed)
     model = UNet(UNetConfig(n_classes=scheme.n_classes, widths=tuple(config.widths), residual=config.residual,
-                            global_context=config.global_context))
+                            global_context=config.global_context, lattice_heads=config.lattice_heads))
     if config.init and not ckpt_path.exists():
         _init_from(model, config.init)
     model.to(dev, memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
@@ -196,15 +202,18 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
         loader = DataLoader(train_ds, batch_size=config.batch, num_workers=config.workers,
                             persistent_workers=False, pin_memory=dev.type == "cuda")
         skip = step % 200
-        for b, (x, target, w) in enumerate(loader):
+        for b, (x, target, w, *label) in enumerate(loader):
             if b < skip:
                 continue
             model.train()
             x = x.to(dev, non_blocking=True, memory_format=torch.channels_last)
             target, w = target.to(dev), w.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x)
-            loss = soft_weighted_ce(logits, target, w)
+                pred = net(x, hypotheses=True) if config.lattice_heads else net(x)
+            if config.lattice_heads:
+                loss = lattice_hypotheses_loss(*pred, label[0].to(dev), target, w, config.gate_weight)
+            else:
+                loss = soft_weighted_ce(pred, target, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -321,11 +330,16 @@ def _init_from(model: UNet, path: str) -> None:
 
     src, _ = load_model(path, "cpu")
     mine, theirs = model.state_dict(), src.state_dict()
-    # a context block the init model lacks starts as the identity (`GlobalContext`)
-    added = {k for k in set(mine) - set(theirs) if k.startswith("context.")}
+    # a context block the init model lacks starts as the identity (`GlobalContext`); lattice heads it lacks
+    # start as two copies of its head and an untrained gate
+    new_parts = ("context", "vibrating_head", "gate_attn", "gate")
+    added = {k for k in set(mine) - set(theirs) if k.split(".")[0] in new_parts}
     if set(mine) - added != set(theirs) or any(theirs[k].shape != mine[k].shape for k in theirs):
         raise HrtemError(f"`init` model {path} has another network shape; give the same `widths` as it was "
                          "trained with", param="widths")
+    if "vibrating_head.weight" in added:
+        theirs = {**theirs, "vibrating_head.weight": theirs["head.weight"], "vibrating_head.bias": theirs["head.bias"]}
+        added -= {"vibrating_head.weight", "vibrating_head.bias"}
     model.load_state_dict(theirs, strict=not added)
 
 
