@@ -137,10 +137,19 @@ def oracle_metrics(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     return out
 
 
+def split_reading(model: str) -> tuple[str, str | None]:
+    """`PATH@READING` (a model with lattice heads and the reading to use: static, vibrating, auto) into its
+    two parts; a plain path or "default" has no reading."""
+    path, _, reading = model.partition("@")
+    return path, reading or None
+
+
 def load_segmenter(model: str, threads: int, backend: str = "auto"):
-    """`Segmenter` for a model path or "default" (the shipped model); registers "mean/std" if needed."""
+    """`Segmenter` for a model path (`PATH@READING` for one reading of a model with lattice heads) or
+    "default" (the shipped model); registers "mean/std" if needed."""
     from hrtem3d.segmentation.segmenter import Segmenter
 
+    model, reading = split_reading(model)
     path = None if model == "default" else model
     if path is not None:
         from plain_unet import ensure_normalization
@@ -148,7 +157,8 @@ def load_segmenter(model: str, threads: int, backend: str = "auto"):
         from hrtem3d.model.io import read_metadata
 
         ensure_normalization(read_metadata(path).get("normalization"))
-    return Segmenter(path, threads=threads, backend=backend, contrast="bright")  # `hrtem3d segment`'s default
+    # contrast as recorded: `hrtem3d segment`'s default
+    return Segmenter(path, threads=threads, backend=backend, contrast="bright", lattice=reading)
 
 
 def set_cases(folder: Path, n_particles: int, doses: list[float] | None = None):
@@ -208,14 +218,15 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
     cases = [c for c in meta["cases"] if not doses or c["dose_e_per_A2"] in doses]
     images = [str(folder / c["image"]) for c in cases]
     rows, oracle = [], {}
-    for name, path in models.items():
+    for name, model in models.items():
+        path, reading = split_reading(model)
         norm = None if path == "default" else read_metadata(path).get("normalization")
         via = "cli" if _cli_knows(norm) else "in-process"
         with tempfile.TemporaryDirectory() as tmp:
             if via == "cli":
                 cmd = [str(CLI), "segment", *images, "--pixel-size", f"{px}", "--out", tmp, "--no-progress"]
                 cmd += [] if path == "default" else ["--model", str(path)]
-                cmd += ["--backend", (backends or {}).get(name, "auto")]
+                cmd += ["--backend", (backends or {}).get(name, "auto")] + (["--lattice", reading] if reading else [])
                 subprocess.run(cmd, check=True, capture_output=True, text=True)
             else:
                 print(f"  {name}: `hrtem3d segment` cannot load a {norm!r} model yet; segmenting in this process")
@@ -324,7 +335,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     import robust_sets as rs
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", action="append", required=True, help="model file or 'default'; repeat to compare")
+    ap.add_argument("--model", action="append", required=True,
+                    help="model file or 'default'; FILE@static or FILE@vibrating for one reading of a model with "
+                         "lattice heads; repeat to compare")
     ap.add_argument("--baseline-model", action="append", default=[], help="a baseline model file (repeatable)")
     ap.add_argument("--sets", default=",".join(rs.SETS), help="comma-separated sets ('' for none)")
     ap.add_argument("--cache", default="/work/data/robust", help="folder of the built sets")
@@ -345,7 +358,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     models, backend_of = {}, {}
     for m in a.model:
         for b in backends:
-            name = ("default" if m == "default" else Path(m).stem) + (f"[{b}]" if len(backends) > 1 else "")
+            path, reading = split_reading(m)
+            name = ("default" if m == "default" else Path(path).stem) + (f"@{reading}" if reading else "")
+            name += f"[{b}]" if len(backends) > 1 else ""
             models[name], backend_of[name] = m, b
     models.update({f"baseline:{Path(m).stem}": m for m in a.baseline_model})
     segs = {name: load_segmenter(path, a.threads, backend_of.get(name, "auto")) for name, path in models.items()}

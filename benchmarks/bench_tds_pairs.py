@@ -42,13 +42,18 @@ def build(cache: Path, configs: list[int], n: int, seed: int, scale: tuple[float
 
 
 def table(model: str, name: str, store: Path, doses: tuple[float, ...]) -> list[dict]:
-    cols = evaluate(model, store, doses=doses, progress=False)["columns"]
+    """Rows of the table for one model (`PATH@READING`: one reading of a model with lattice heads) on one store."""
+    from hrtem3d.segmentation.segmenter import Segmenter
+
+    path, _, reading = model.partition("@")
+    seg = Segmenter(path, contrast="bright", lattice=reading or None)
+    cols = evaluate(path, store, doses=doses, progress=False, segmenter=seg)["columns"]
     ce = cols[cols.species == "Ce"]
     rows = []
     for dose, g in ce.groupby("dose"):
         hit = g[g.pred_species == "Ce"]
         err = hit.pred_n - hit.n_atoms
-        row = {"model": Path(model).stem, "store": name, "dose": int(dose),
+        row = {"model": Path(path).stem + (f"@{reading}" if reading else ""), "store": name, "dose": int(dose),
                "Ce exact": round(float((g.pred_n == g.n_atoms).mean()), 3), "bias": round(float(err.mean()), 2),
                "confidence": round(float(hit.confidence.mean()), 2)}
         for label, (lo, hi) in LENGTH_BINS.items():
@@ -60,7 +65,8 @@ def table(model: str, name: str, store: Path, doses: tuple[float, ...]) -> list[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", action="append", default=[], help="model file, or 'default' (repeatable)")
+    ap.add_argument("--model", action="append", default=[],
+                    help="model file, or 'default' (repeatable); FILE@static or FILE@vibrating for one reading")
     ap.add_argument("--cache", type=Path, required=True, help="folder for the paired stores")
     ap.add_argument("--configs", default="0,4,16", help="frozen-phonon configurations per store (0 = static)")
     ap.add_argument("--phonon-scale", default="1,1", help="thermal r.m.s. factor range of the TDS stores")

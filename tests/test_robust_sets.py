@@ -104,3 +104,25 @@ def test_envelope_edge_sets_tilt_the_particle_and_take_atoms_out():
     for sp, f in (("O", 0.3), ("Ce", 0.2)):
         lost = 1 - count["left"][sp] / count["full"][sp]
         assert abs(lost - f) < 0.12, (sp, lost)
+
+
+def test_the_benchmarks_take_one_reading_of_a_model_with_lattice_heads(tmp_path):
+    import torch
+    from bench_robustness import load_segmenter, split_reading
+
+    from hrtem3d.errors import HrtemError
+    from hrtem3d.labels import ClassScheme
+    from hrtem3d.model.io import save_model
+    from hrtem3d.model.unet import UNet, UNetConfig
+
+    assert split_reading("m.safetensors@vibrating") == ("m.safetensors", "vibrating")
+    assert split_reading("default") == ("default", None)
+    torch.manual_seed(0)
+    path = tmp_path / "heads.safetensors"
+    save_model(path, UNet(UNetConfig(widths=(4, 8), lattice_heads=True)),
+               {"scheme": ClassScheme().to_dict(), "pixel_size_A": 0.16})
+    assert load_segmenter(str(path), 1).lattice == "auto"
+    seg = load_segmenter(f"{path}@vibrating", 1)
+    assert seg.lattice == "vibrating" and not seg.model.config.lattice_heads  # the one reading, a plain U-Net
+    with pytest.raises(HrtemError, match="one kind of lattice"):
+        load_segmenter("default@static", 1)
