@@ -93,6 +93,12 @@ def test_resume_continues_from_checkpoint(tiny_store, tmp_path):
     w10 = read_metadata(out)["history"]
     with pytest.raises(HrtemError, match="other settings.*lr"):
         train(tiny_store, out, _cfg(15, lr=1e-3), progress=False)
+    # a checkpoint written before a setting existed (its default then) still resumes
+    import json
+
+    ck = torch.load(ckpt, weights_only=True)
+    older = {k: v for k, v in json.loads(ck["config_json"]).items() if k not in ("lattice_heads", "gate_weight")}
+    torch.save({**ck, "config_json": json.dumps(older)}, ckpt)
     m = train(tiny_store, out, _cfg(15), progress=False)
     hist = read_metadata(out)["history"]
     assert [h["step"] for h in hist] == [5, 10, 15] and m["step"] == 15

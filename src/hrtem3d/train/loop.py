@@ -313,9 +313,10 @@ def _load_checkpoint(path: Path, model, opt, config: TrainConfig, dev) -> dict:
     except Exception as e:
         raise HrtemError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start afresh") from None
     old = json.loads(ck["config_json"])
-    new = _jsonable(asdict(config))
+    new, defaults = _jsonable(asdict(config)), _jsonable(asdict(TrainConfig()))
+    # a setting added since the checkpoint was written had its default then
     keys = [k for k in new if k not in ("steps", "workers", "threads", "val_every", "checkpoint_every")
-            and old.get(k) != new[k]]
+            and old.get(k, defaults[k]) != new[k]]
     if keys:
         raise HrtemError(f"checkpoint {path} was made with other settings ({', '.join(keys)}); "
                          "use the same settings to resume or delete the checkpoint")
