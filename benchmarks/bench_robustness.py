@@ -144,6 +144,12 @@ def split_reading(model: str) -> tuple[str, str | None]:
     return path, reading or None
 
 
+def model_name(model: str) -> str:
+    """A model's name in the tables: "default", or the file's stem with "@READING" when one is asked for."""
+    path, reading = split_reading(model)
+    return ("default" if path == "default" else Path(path).stem) + (f"@{reading}" if reading else "")
+
+
 def load_segmenter(model: str, threads: int, backend: str = "auto"):
     """`Segmenter` for a model path (`PATH@READING` for one reading of a model with lattice heads) or
     "default" (the shipped model); registers "mean/std" if needed."""
@@ -358,9 +364,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     models, backend_of = {}, {}
     for m in a.model:
         for b in backends:
-            path, reading = split_reading(m)
-            name = ("default" if m == "default" else Path(path).stem) + (f"@{reading}" if reading else "")
-            name += f"[{b}]" if len(backends) > 1 else ""
+            name = model_name(m) + (f"[{b}]" if len(backends) > 1 else "")
             models[name], backend_of[name] = m, b
     models.update({f"baseline:{Path(m).stem}": m for m in a.baseline_model})
     segs = {name: load_segmenter(path, a.threads, backend_of.get(name, "auto")) for name, path in models.items()}

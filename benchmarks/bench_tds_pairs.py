@@ -43,17 +43,16 @@ def build(cache: Path, configs: list[int], n: int, seed: int, scale: tuple[float
 
 def table(model: str, name: str, store: Path, doses: tuple[float, ...]) -> list[dict]:
     """Rows of the table for one model (`PATH@READING`: one reading of a model with lattice heads) on one store."""
-    from hrtem3d.segmentation.segmenter import Segmenter
+    from bench_robustness import load_segmenter, model_name, split_reading
 
-    path, _, reading = model.partition("@")
-    seg = Segmenter(path, contrast="bright", lattice=reading or None)
-    cols = evaluate(path, store, doses=doses, progress=False, segmenter=seg)["columns"]
+    path = split_reading(model)[0]
+    cols = evaluate(path, store, doses=doses, progress=False, segmenter=load_segmenter(model, threads=0))["columns"]
     ce = cols[cols.species == "Ce"]
     rows = []
     for dose, g in ce.groupby("dose"):
         hit = g[g.pred_species == "Ce"]
         err = hit.pred_n - hit.n_atoms
-        row = {"model": Path(path).stem + (f"@{reading}" if reading else ""), "store": name, "dose": int(dose),
+        row = {"model": model_name(model), "store": name, "dose": int(dose),
                "Ce exact": round(float((g.pred_n == g.n_atoms).mean()), 3), "bias": round(float(err.mean()), 2),
                "confidence": round(float(hit.confidence.mean()), 2)}
         for label, (lo, hi) in LENGTH_BINS.items():

@@ -51,9 +51,8 @@ def batch(ds: HrtemDataset, idx: list[int], structures: list[int] | None = None)
     xs, ys = [], []
     for j, i in enumerate(idx):
         d = ds.draw(i, None if structures is None else structures[j])
-        k = ds.indices.index(d["structure"])
         xs.append(relative_contrast(d["counts"], mean=d["flux"])[None])
-        ys.append(float(ds.bank.spectra[k].shape[0] > 1))
+        ys.append(float(ds.vibrating[d["structure"]]))
     return torch.from_numpy(np.stack(xs)).float(), torch.tensor(ys)
 
 

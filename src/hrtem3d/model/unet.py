@@ -28,6 +28,7 @@ from hrtem3d.errors import HrtemError
 
 NORMS = ("batch", "group", "none")
 LATTICES = ("auto", "static", "vibrating")  # which reading of a `lattice_heads` network to use
+LATTICE_PARTS = ("vibrating_head", "gate_attn", "gate")  # the modules `lattice_heads` adds to a U-Net
 UPSAMPLES = ("transpose", "bilinear")
 
 
@@ -306,8 +307,7 @@ def fix_lattice(model: UNet, lattice: str) -> UNet:
         raise HrtemError(f"this model reads one kind of lattice only; `lattice={lattice}` needs a model trained "
                          "with `lattice_heads`", param="lattice")
     fixed = UNet(UNetConfig.from_dict({**model.config.to_dict(), "lattice_heads": False}))
-    dropped = ("vibrating_head", "gate_attn", "gate")
-    state = {k: v for k, v in model.state_dict().items() if k.split(".")[0] not in dropped}
+    state = {k: v for k, v in model.state_dict().items() if k.split(".")[0] not in LATTICE_PARTS}
     if lattice == "vibrating":
         state["head.weight"], state["head.bias"] = model.vibrating_head.weight, model.vibrating_head.bias
     fixed.load_state_dict({k: v.detach().clone() for k, v in state.items()})

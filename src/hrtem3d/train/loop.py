@@ -25,7 +25,7 @@ from hrtem3d.data.normalize import NORMALIZATIONS, RELATIVE
 from hrtem3d.errors import HrtemError
 from hrtem3d.labels import ClassScheme, class_weights_from_counts
 from hrtem3d.model.io import save_model
-from hrtem3d.model.unet import UNet, UNetConfig, pick_device
+from hrtem3d.model.unet import LATTICE_PARTS, UNet, UNetConfig, pick_device
 from hrtem3d.simulate.optics import OpticsEnvelope
 from hrtem3d.simulate.scope import ScopeEnvelope
 from hrtem3d.train.loss import lattice_hypotheses_loss, soft_weighted_ce
@@ -209,7 +209,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
             x = x.to(dev, non_blocking=True, memory_format=torch.channels_last)
             target, w = target.to(dev), w.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = net(x, hypotheses=True) if config.lattice_heads else net(x)
+                pred = net(x, hypotheses=config.lattice_heads)
             if config.lattice_heads:
                 loss = lattice_hypotheses_loss(*pred, label[0].to(dev), target, w, config.gate_weight)
             else:
@@ -333,8 +333,7 @@ def _init_from(model: UNet, path: str) -> None:
     mine, theirs = model.state_dict(), src.state_dict()
     # a context block the init model lacks starts as the identity (`GlobalContext`); lattice heads it lacks
     # start as two copies of its head and an untrained gate
-    new_parts = ("context", "vibrating_head", "gate_attn", "gate")
-    added = {k for k in set(mine) - set(theirs) if k.split(".")[0] in new_parts}
+    added = {k for k in set(mine) - set(theirs) if k.split(".")[0] in ("context", *LATTICE_PARTS)}
     if set(mine) - added != set(theirs) or any(theirs[k].shape != mine[k].shape for k in theirs):
         raise HrtemError(f"`init` model {path} has another network shape; give the same `widths` as it was "
                          "trained with", param="widths")
