@@ -2,15 +2,17 @@
 
 The lattice contrast of a real image is 2-3x below simulation (the Stobbs factor); a uniform diffuse
 background b turns the normalised image x = I / <I> - 1 into exactly x / (1 + b). This benchmark multiplies
-the normalised working image by a factor s before the network (the rest of `Segmenter.segment` unchanged)
-and scores every robustness set named with `bench_robustness`'s matching (0.7 Å, per species):
+the normalised working image by a fixed factor s before the network (`Segmenter.segment(..., gain=s)`, what
+`--contrast-gain s` does) and scores every robustness set named with `bench_robustness`'s matching (0.7 Å, per species):
 
 - a model that reads depth from absolute contrast shows Ce bias rising steeply with s, and on the
   background set (contrast halved) recovers at s near 2;
 - a model that reads depth from something the scale does not change (column shapes, the particle's
   outline) shows a flat bias;
 - `conf` (mean calibrated Ce confidence) and `pmax` (mean top class probability over column pixels)
-  tell whether the model's own certainty could pick the right s at test time (it would peak there).
+  tell whether the model's own certainty could pick the right s at test time (it would peak there);
+- `ratio` (`count_size_ratio` of the counts: mean Ce count over the width of the particle, 0.71 for the
+  training particles) is the anchor `--contrast-gain auto` uses instead.
 
     .venv/bin/python benchmarks/bench_contrast_scale.py --model default [--model B.safetensors] \\
         [--sets clean_0p10,background,phonons,all] [--scales 0.6,0.8,1,1.25,1.5,2] \\
@@ -33,22 +35,20 @@ def scan_image(seg, image: np.ndarray, pixel_A: float, truth: pd.DataFrame, scal
     """One row per scale: Ce exact, bias, recall, conf and pmax of `seg` on `image` with its input times s."""
     from bench_robustness import match_image, metrics
 
-    base = seg.normalize
+    from hrtem3d.segmentation.envelope_check import count_size_ratio
+
     rows = []
-    try:
-        for s in scales:
-            seg.normalize = lambda w, s=s: base(w) * np.float32(s)
-            seg.set_contrast(seg.contrast)
-            r = seg.segment(image, pixel_A)
-            m, n_pred = match_image(truth, r.columns)
-            res = metrics(m, n_pred)
-            ce = r.columns[r.columns["species"] == "Ce"] if len(r.columns) else r.columns
-            fg = r.probs[0] < 0.5
-            rows.append({"s": s, "Ce_exact": res["Ce_exact"], "Ce_bias": res["Ce_bias"], "recall": res["recall"],
-                         "conf": float(ce["confidence"].mean()) if len(ce) else np.nan,
-                         "pmax": float(r.probs.max(0)[fg].mean()) if fg.any() else np.nan})
-    finally:
-        seg.normalize = base
+    for s in scales:
+        seg.set_contrast(seg.contrast)
+        r = seg.segment(image, pixel_A, gain=s)
+        m, n_pred = match_image(truth, r.columns)
+        res = metrics(m, n_pred)
+        ce = r.columns[r.columns["species"] == "Ce"] if len(r.columns) else r.columns
+        fg = r.probs[0] < 0.5
+        rows.append({"s": s, "Ce_exact": res["Ce_exact"], "Ce_bias": res["Ce_bias"], "recall": res["recall"],
+                     "conf": float(ce["confidence"].mean()) if len(ce) else np.nan,
+                     "pmax": float(r.probs.max(0)[fg].mean()) if fg.any() else np.nan,
+                     "ratio": count_size_ratio(r.columns)})
     return rows
 
 
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if a.out:
         df.to_csv(a.out, index=False)
-    table = df.groupby(["model", "set", "dose", "s"])[["Ce_exact", "Ce_bias", "recall", "conf", "pmax"]].mean()
+    table = df.groupby(["model", "set", "dose", "s"])[["Ce_exact", "Ce_bias", "recall", "conf", "pmax",
+                                                       "ratio"]].mean()
     pd.set_option("display.width", 200)
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     return df

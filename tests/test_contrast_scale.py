@@ -24,3 +24,5 @@ def test_scaling_the_input_moves_a_contrast_reading_model_and_is_undone(shipped_
     assert at[1.0]["Ce_exact"] > at[2.0]["Ce_exact"]
     assert all(0 < r["conf"] <= 1 and 0 < r["pmax"] <= 1 and r["recall"] > 0.8 for r in rows)
     assert np.isfinite([r["Ce_bias"] for r in rows]).all()
+    # ... and so do the counts against the particle's width, the anchor of --contrast-gain auto
+    assert at[2.0]["ratio"] > at[1.0]["ratio"] + 0.1

@@ -30,10 +30,13 @@ _FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-siz
           "chunk": "--chunk", "workers": "--workers", "model": "--model", "out_dir": "--out", "fps": "--fps",
           "init": "--init", "widths": "--widths", "store_gpts": "--gpts", "diameter_A": "--max-diameter",
           "n_structures": "--n-structures", "scheduler": "--scheduler", "backend": "--backend",
-          "lattice": "--lattice", "lattice_heads": "--lattice-heads"}
+          "lattice": "--lattice", "lattice_heads": "--lattice-heads", "contrast_gain": "--contrast-gain"}
 LATTICE_HELP = ("For a model with lattice heads: read the columns as a static lattice (simulations without "
                 "frozen phonons), a vibrating one (thermal diffuse scattering: every real specimen) or auto (the "
                 "model's own guess from the image); default: the model's own default.")
+GAIN_HELP = ("How many times lower the lattice contrast is than in simulation (the Stobbs factor of your "
+             "microscope, e.g. 2.5), or auto: 1 unless the particle's counts read thinner than its size allows, "
+             "then estimated from the particle (a few more forward passes). Recorded in trust.json.")
 BACKEND_HELP = ("How the network runs: auto (ONNX Runtime on the CPU, PyTorch on CUDA), onnx, "
                 "torch, or int8 (quantised, calibrated on the first image: faster, less accurate; see "
                 "docs/benchmarks.md).")
@@ -215,6 +218,7 @@ def segment(
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     whole_frame: bool = typer.Option(False, "--whole-frame", help=WHOLE_FRAME_HELP),
     lattice: str = typer.Option(None, help=LATTICE_HELP),
+    contrast_gain: str = typer.Option("auto", "--contrast-gain", help=GAIN_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     export_3d: bool = typer.Option(False, "--export-3d",
                                    help="Also write an estimated 3D atomic model: model.xyz (extended XYZ, "
@@ -237,7 +241,7 @@ def segment(
     from hrtem3d.jobs.workflows import segment_file
 
     seg = load_model(model, device=device, tta=tta, backend=backend, skip_vacuum=not whole_frame,
-                     lattice=lattice)  # one network
+                     lattice=lattice, contrast_gain=contrast_gain)  # one network
     seg.set_contrast(contrast)  # "auto": decided again on each input's first frame
     for path in inputs:
         r = segment_file(path, out, seg, pixel_size_A=pixel_size, progress=progress, export_3d=export_3d,
@@ -276,6 +280,8 @@ def track(
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     whole_frame: bool = typer.Option(False, "--whole-frame", help=WHOLE_FRAME_HELP),
     lattice: str = typer.Option(None, help=LATTICE_HELP),
+    contrast_gain: str = typer.Option("auto", "--contrast-gain",
+                                      help=GAIN_HELP + " A movie's is decided on its first frame."),
     progress: bool = typer.Option(True, help="Show a progress bar (frames/s)."),
 ) -> None:
     """Segment every frame of a movie, correct drift, link columns, denoise depths in time, find events.
@@ -296,7 +302,7 @@ def track(
     s = TrackSettings(pixel_size_A=pixel_size, fps=fps, start=start, stop=stop, chunk=chunk, workers=workers,
                       scheduler=scheduler, model=str(model) if model else None, contrast=contrast,
                       temporal=TemporalModel(change=ChangeModel(threshold=change_threshold)), compile=compile,
-                      backend=backend, skip_vacuum=not whole_frame, lattice=lattice)
+                      backend=backend, skip_vacuum=not whole_frame, lattice=lattice, contrast_gain=contrast_gain)
     r = track_movie(input, out, s, progress=progress, figures=figures)
     for w in r.get("warnings", []):
         typer.echo(f"warning: {_flags_in(w)}", err=True)

@@ -74,7 +74,7 @@ def _segmenter_type():
 
 def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = None, device: str | None = None,
                tta: int = 1, threads: int | None = None, compile: bool = False, backend: str = "auto",
-               skip_vacuum: bool = True, lattice: str | None = None) -> Model:
+               skip_vacuum: bool = True, lattice: str | None = None, contrast_gain: float | str = "auto") -> Model:
     """Load a model once, to pass to `segment`, `segment_movie` and `track` (cellpose's style).
 
     Args:
@@ -92,6 +92,9 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
             False segments the whole frame.
         lattice: for a model with lattice heads, "static", "vibrating" or "auto" (None: the model's
             default): which reading of the columns to use (see `Segmenter`).
+        contrast_gain: how many times lower the images' lattice contrast is than the simulation's (the
+            Stobbs factor, >= 1), or "auto": 1 unless a particle's counts read thinner than its size allows,
+            then estimated from the particle (`hrtem3d.segmentation.gain`).
 
     Returns:
         a `Model` (`hrtem3d.segmentation.segmenter.Segmenter`): `.scheme`, `.pixel_size_A` (Å), `.meta`.
@@ -109,7 +112,7 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
                              "'pixel_size_A': ...})")
         path = (path, metadata)
     return _segmenter_type()(path, device=device, tta=tta, threads=threads, compile=compile, backend=backend,
-                             skip_vacuum=skip_vacuum, lattice=lattice)
+                             skip_vacuum=skip_vacuum, lattice=lattice, contrast_gain=contrast_gain)
 
 
 @functools.lru_cache(maxsize=1)
@@ -207,13 +210,15 @@ def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, ch
     from hrtem3d.tracking.drift import drift_reference
 
     m.set_contrast(contrast)
-    reference = None
+    reference, gain = None, None  # the first good frame's contrast gain holds for the movie
     for first, block in f.blocks(start, stop, chunk=chunk):
         for k, image in enumerate(block):
             if not np.isfinite(image).all():
                 skipped.append(first + k)
                 continue
-            table, d, work = track_frame(m, image, index=first + k, pixel_size_A=f.pixel_size_A, reference=reference)
+            table, d, work = track_frame(m, image, index=first + k, pixel_size_A=f.pixel_size_A, reference=reference,
+                                         gain=gain)
+            gain = table.attrs["contrast_gain"]
             reference = drift_reference(work) if reference is None else reference
             yield first + k, table, d
 

@@ -23,6 +23,7 @@ from hrtem3d.fsutil import atomic_write, file_fingerprint
 from hrtem3d.io import open_image
 from hrtem3d.jobs.trust import LATTICE, assess_frame, parse_pixel_size
 from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP
+from hrtem3d.segmentation.gain import parse_gain
 from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
 from hrtem3d.tracking.analysis import analyze_movie
 from hrtem3d.tracking.drift import DriftReference, drift_reference, frame_shift
@@ -53,6 +54,8 @@ class TrackSettings:
         skip_vacuum: run the network only around what is not vacuum (see `Segmenter`).
         lattice: the reading of a model with lattice heads ("static", "vibrating", "auto"; None: the model's
             default; see `Segmenter`).
+        contrast_gain: how many times lower the lattice contrast is than the simulation's, or "auto"
+            (`Segmenter`): decided once, on the reference frame, and held for the whole movie.
         search_range_A, memory: linking (see `tracking.linking.link_columns`).
         temporal: the depth HMM settings.
     """
@@ -73,6 +76,7 @@ class TrackSettings:
     backend: str = "auto"
     skip_vacuum: bool = True
     lattice: str | None = None
+    contrast_gain: float | str = "auto"
 
 
 _SEGMENTERS: dict = {}
@@ -99,7 +103,7 @@ class Chunk:
         part: the part files' path without suffix (`.parquet` and `.json` are added).
         model: a model file (None: the shipped one); contrast: "bright" or "dark", decided for the run.
         threads: torch CPU threads on a worker (None: torch's default); compile, backend, skip_vacuum,
-            lattice: `Segmenter`'s.
+            lattice: `Segmenter`'s; contrast_gain: the run's gain (a number, decided on the reference frame).
     """
 
     path: str
@@ -114,20 +118,24 @@ class Chunk:
     backend: str = "auto"
     skip_vacuum: bool = True
     lattice: str | None = None
+    contrast_gain: float = 1.0
 
 
 def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
-                reference: np.ndarray | DriftReference | None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
+                reference: np.ndarray | DriftReference | None,
+                gain: float | None = None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
     """Segment one movie frame for tracking: (its column table, its drift (dx, dy) in Å, its working image).
 
     The table has the class probabilities named (`p_Ce3`...) and the frame's drift `drift_x_A`,
     `drift_y_A` against `reference`, the working image of the movie's reference frame, or its
     `tracking.drift.drift_reference` when many frames meet it (None: this frame is the reference, drift 0).
+    `gain`: the movie's contrast gain (None: the segmenter's setting); the one used is `table.attrs["contrast_gain"]`.
     """
-    s = seg.segment(frame, pixel_size_A, frame=index)
+    s = seg.segment(frame, pixel_size_A, frame=index, gain=gain)
     dx, dy = frame_shift(reference, s.working_image, bin=DRIFT_BIN) if reference is not None else (0.0, 0.0)
     d = (dx * seg.pixel_size_A, dy * seg.pixel_size_A)
     table = name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1])
+    table.attrs["contrast_gain"] = s.contrast_gain
     return table, d, s.working_image
 
 
@@ -140,7 +148,7 @@ def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
     """
     c = chunk
     seg = _segmenter(c.model, c.threads, c.compile, c.backend, c.skip_vacuum, c.lattice)
-    seg.set_contrast(c.contrast)
+    seg.set_contrast(c.contrast, gain=c.contrast_gain)
     src = open_image(c.path, pixel_size_A=c.pixel_size_A)
     first, last = c.first, c.last
     tables, done, drift, skipped = [], [], [], {}
@@ -202,7 +210,8 @@ def _fingerprint(path: Path, src, s: TrackSettings, model: str | None) -> dict:
     return {"input": str(path.resolve()), "bytes": st.st_size, "shape": list(src.shape),
             "pixel_size_A": s.pixel_size_A if s.pixel_size_A == LATTICE else src.pixel_size_A, "chunk": s.chunk,
             "model": file_fingerprint(_model_file(model)),
-            "skip_vacuum": s.skip_vacuum, **({"lattice": s.lattice} if s.lattice else {})}
+            "skip_vacuum": s.skip_vacuum, **({"lattice": s.lattice} if s.lattice else {}),
+            **({"contrast_gain": s.contrast_gain} if s.contrast_gain != "auto" else {})}
 
 
 def _prepare(path: Path, dest: Path, s: TrackSettings):
@@ -228,7 +237,7 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
         with np.load(ref_file) as z:
             return _at(path, src, trust), stop, z["image"], str(z["contrast"]), trust
     seg = _segmenter(s.model, None, s.compile, s.backend, s.skip_vacuum, s.lattice)
-    seg.set_contrast(s.contrast)
+    seg.set_contrast(s.contrast, gain=s.contrast_gain)
     source = LATTICE if lattice else ("given" if s.pixel_size_A is not None else "file")
     for first, block in src.frames(s.start, stop, chunk=1):
         if np.isfinite(block[0]).all():
@@ -237,6 +246,13 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
             src = _at(path, src, t.to_dict())
             s0 = seg.segment(block[0], src.pixel_size_A, frame=first)
             trust = json.loads(json.dumps(t.reconsider(s0.columns).to_dict(), default=float))
+            trust["contrast_gain"] = round(float(s0.contrast_gain), 3)  # decided here, held for the run
+            if s.contrast_gain == "auto" and s0.contrast_gain > 1:
+                trust["contrast_gain_source"] = "auto"
+                trust["warnings"] = list(trust.get("warnings", [])) + [
+                    f"{path.name}: its columns read far too thin for the particle's size at the simulation's "
+                    f"contrast, so the movie was counted at {s0.contrast_gain:.2f} x the lattice contrast; give "
+                    "--contrast-gain with your microscope's contrast loss to fix it"]
             ref = s0.working_image
             contrast = "bright" if seg.polarity(ref) > 0 else "dark"
             atomic_write(trust_file, lambda p, t=trust: p.write_text(json.dumps(t, indent=1)))
@@ -264,7 +280,8 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
                desc=f"track {path.name}", unit="frame", smoothing=0.1)
     chunks = [Chunk(path=str(path), pixel_size_A=src.pixel_size_A, first=a, last=b,
                     part=str(parts / f"chunk_{a:08d}"), model=s.model, contrast=contrast, compile=s.compile,
-                    backend=s.backend, skip_vacuum=s.skip_vacuum, lattice=s.lattice)
+                    backend=s.backend, skip_vacuum=s.skip_vacuum, lattice=s.lattice,
+                    contrast_gain=float(trust.get("contrast_gain", 1.0)))
               for a, b in todo]
     if s.workers <= 1 and not s.scheduler:
         for c in chunks:
@@ -320,6 +337,10 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
             raise HrtemError(f"`{name}` must be at least 1, got {getattr(s, name)}", param=name)
     if s.contrast not in ("auto", "bright", "dark"):  # before any model is loaded
         raise HrtemError(f"contrast must be bright, dark or auto, got {s.contrast!r}", param="contrast")
+    try:
+        s = replace(s, contrast_gain=parse_gain(s.contrast_gain))
+    except ValueError as e:
+        raise HrtemError(str(e), param="contrast_gain") from None
     path, dest = Path(path), Path(out_dir)
     t0 = time.perf_counter()
     s = replace(s, pixel_size_A=parse_pixel_size(s.pixel_size_A))

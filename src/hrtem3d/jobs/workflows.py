@@ -50,7 +50,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     dest = Path(out_dir) / path.stem
     dest.mkdir(parents=True, exist_ok=True)
     tables, labels, confs, skipped = [], [], [], []
-    first = None
+    first, held = None, None  # held: the contrast gain of the first frame, kept for the rest of the file
     bar = tqdm(total=src.n_frames, disable=not progress, desc=path.name, unit="frame")
     for start, chunk in src.frames():
         for k, frame in enumerate(chunk):
@@ -63,7 +63,8 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
             if fresh:
                 trust = assess_frame(frame, None if lattice else src.pixel_size_A, source, name=path.name,
                                      file_pixel_size_A=src.pixel_size_from_file_A)
-            s = segmenter.segment(frame, trust.pixel_size_A, frame=i)
+            s = segmenter.segment(frame, trust.pixel_size_A, frame=i, gain=held)
+            held = s.contrast_gain
             if fresh:
                 trust = trust.reconsider(s.columns)
             s.columns, s.confidence = trust.cap(s.columns, s.confidence)
@@ -83,11 +84,19 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     fig = overlay_figure(first[0], first[1], trust.pixel_size_A, title=f"{path.name}: {len(first[1])} columns")
     save_figure(fig, dest / "overlay.png")
     reading = {"lattice_reading": segmenter.lattice_reading} if segmenter.lattice_reading else {}
-    text = json.dumps({**trust.to_dict(), **reading}, indent=1, default=float, ensure_ascii=False)
+    gain = {"contrast_gain": round(float(held), 3)}
+    warnings = list(trust.warnings)
+    if segmenter.contrast_gain == "auto" and gain["contrast_gain"] > 1:
+        warnings.append(f"{path.name}: its columns read far too thin for the particle's size at the simulation's "
+                        f"contrast, so they were counted at {gain['contrast_gain']:.2f} x the lattice contrast; give "
+                        "--contrast-gain with your microscope's contrast loss to fix it")
+        gain["contrast_gain_source"] = "auto"
+    text = json.dumps({**trust.to_dict(), **reading, **gain, "warnings": warnings}, indent=1, default=float,
+                      ensure_ascii=False)
     atomic_write(dest / "trust.json", lambda p: p.write_text(text, encoding="utf-8"))
     result = {"input": str(path), "out": str(dest), "frames": src.n_frames, "columns": len(table),
               "skipped_frames": skipped, "pixel_size_A": trust.pixel_size_A, "pixel_size_source": trust.source,
-              "in_envelope": trust.in_envelope, "warnings": trust.warnings}
+              "in_envelope": trust.in_envelope, "warnings": warnings, **gain}
     if export_3d:
         models = [columns_to_atoms(t, rule=stack_rule) for t in tables]
         result["model_files"] = [str(f) for f in write_model(models, dest / "model")]

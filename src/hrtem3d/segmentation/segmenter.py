@@ -25,6 +25,8 @@ from hrtem3d.model.runtime import make_engine
 from hrtem3d.model.unet import fix_lattice, pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import calibrate_columns
+from hrtem3d.segmentation.envelope_check import count_size_ratio
+from hrtem3d.segmentation.gain import estimate_gain, parse_gain
 from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
 
 TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
@@ -43,12 +45,14 @@ class Segmentation:
         input_shape: the input image's `(ny, nx)`.
         labels: uint8 `[y, x]` class per input pixel (0 background), nearest of the working grid.
         confidence: float32 `[y, x]` probability of that class, bilinear from the working grid.
+        contrast_gain: the gain the normalised image was multiplied by (`segmentation.gain`; 1: none).
     """
 
     columns: pd.DataFrame
     working_image: np.ndarray
     probs: np.ndarray
     input_shape: tuple[int, int]
+    contrast_gain: float = 1.0
     _labels: np.ndarray | None = field(default=None, repr=False)
     _confidence: np.ndarray | None = field(default=None, repr=False)
 
@@ -123,12 +127,18 @@ class Segmenter:
             diffuse scattering, as in every real specimen) or "auto" (the network's own image-level
             guess mixes both); None takes the model file's `default_lattice`, else "auto". The confidence
             map and detection thresholds fitted for that reading (`calibration_by_lattice`) are used.
+        contrast_gain: how many times lower the image's lattice contrast is than the simulation's (the
+            Stobbs factor; the normalised image is multiplied by it), or "auto": 1 unless the particle's
+            counts read thinner than its size allows, then estimated from the particle
+            (`segmentation.gain.estimate_gain`, a few more forward passes), for each image on its own
+            (`segment(..., gain=)` holds one for the frames of a movie).
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
                  overlap: int | None = None, contrast: str = "bright", threads: int | None = None,
                  compile: bool = False, tta: int = 1, backend: str = "auto", skip_vacuum: bool = True,
-                 vacuum_margin: int | None = None, lattice: str | None = None):
+                 vacuum_margin: int | None = None, lattice: str | None = None,
+                 contrast_gain: float | str = "auto"):
         if tta not in (1, 2, 4, 8):
             raise HrtemError(f"tta must be 1, 2, 4 or 8 (flips/rotations averaged), got {tta}", param="tta")
         self.tta = tta
@@ -163,6 +173,10 @@ class Segmenter:
             m = self.multiple
             vacuum_margin = min(self.overlap, -(-int(round(VACUUM_MARGIN_A / self.pixel_size_A)) // m) * m)
         self.vacuum_margin = vacuum_margin
+        try:
+            self.contrast_gain = parse_gain(contrast_gain)
+        except ValueError as e:
+            raise HrtemError(str(e), param="contrast_gain") from None
         self.set_contrast(contrast)
         self._engine_args = dict(device=self.device, threads=threads, compile=compile)
         float_engine = make_engine(self.model, backend="auto" if backend == "int8" else backend, **self._engine_args)
@@ -175,12 +189,18 @@ class Segmenter:
         """The reading in use ("static", "vibrating" or "auto") of a model with lattice heads; None for others."""
         return self.lattice if self.lattice_heads else None
 
-    def set_contrast(self, contrast: str) -> None:
-        """Atom contrast from now on: "bright", "dark", or "auto" (decided afresh on the next image).
+    def set_contrast(self, contrast: str, gain: float | str | None = None) -> None:
+        """Atom contrast from now on: "bright", "dark", or "auto" (decided afresh on the next image);
+        with `gain`, the contrast gain too (a number >= 1, or "auto"; see the class).
 
         Call it at the start of every new input: an "auto" decision holds for all frames of one
         input (a movie keeps its polarity) and must not leak into the next file.
         """
+        if gain is not None:
+            try:
+                self.contrast_gain = parse_gain(gain)
+            except ValueError as e:
+                raise HrtemError(str(e), param="contrast_gain") from None
         if contrast not in ("bright", "dark", "auto"):
             raise HrtemError(f"contrast must be bright, dark or auto, got {contrast!r}", param="contrast")
         self.contrast = contrast
@@ -245,8 +265,24 @@ class Segmenter:
         self._sign = 1.0 if score[0] >= score[1] else -1.0
         return self._sign
 
-    def segment(self, image: np.ndarray, pixel_size_A: float, frame: int = 0) -> Segmentation:
-        """Segment one image `[y, x]` with pixel size `pixel_size_A` (Å)."""
+    def segment(self, image: np.ndarray, pixel_size_A: float, frame: int = 0, *,
+                gain: float | None = None) -> Segmentation:
+        """Segment one image `[y, x]` with pixel size `pixel_size_A` (Å); `gain` overrides the segmenter's
+        `contrast_gain` for this image (the frames of a movie keep the gain decided on its first)."""
+        if gain is None and self.contrast_gain != "auto":
+            gain = float(self.contrast_gain)
+        if gain is not None:
+            return self._segment(image, pixel_size_A, frame, float(gain))
+        done: dict[float, Segmentation] = {}
+
+        def ratio_at(gain: float) -> float:
+            done[gain] = self._segment(image, pixel_size_A, frame, gain)
+            return count_size_ratio(done[gain].columns)
+
+        best = estimate_gain(ratio_at)
+        return done.get(best) or self._segment(image, pixel_size_A, frame, best)
+
+    def _segment(self, image: np.ndarray, pixel_size_A: float, frame: int, gain: float) -> Segmentation:
         image = np.asarray(image)
         if image.ndim != 2:
             raise HrtemError(f"expected one 2D image, got shape {image.shape}")
@@ -257,6 +293,8 @@ class Segmenter:
                              "give `pixel_size_A`", param="pixel_size_A")
         work, factors = to_working_grid(image.astype(np.float32), pixel_size_A, self.pixel_size_A)
         work = self.normalize(work)
+        if gain != 1:
+            work = work * np.float32(gain)
         regions = None
         if self.skip_vacuum:
             regions = particle_regions(image, pixel_size_A, margin_px=self.vacuum_margin, multiple=self.multiple,
@@ -282,7 +320,7 @@ class Segmenter:
         cols["x_A"] = cols["x_px"] * pixel_size_A
         cols["y_A"] = cols["y_px"] * pixel_size_A
         cols = cols[TABLE_FIELDS + [c for c in cols.columns if c not in TABLE_FIELDS]]
-        return Segmentation(cols, work, probs, image.shape)
+        return Segmentation(cols, work, probs, image.shape, contrast_gain=gain)
 
 
 def _bounding_box(regions: list | None, shape: tuple[int, int]) -> tuple[int, int, int, int]:
