@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from hrtem3d.cli import app
 from hrtem3d.errors import HrtemError
 from hrtem3d.evaluate.metrics import match_columns
-from hrtem3d.segmentation.gain import GAIN_STEPS, GAIN_TRIGGER, estimate_gain, parse_gain
+from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP, GAIN_STEPS, GAIN_TRIGGER, estimate_gain, parse_gain
 from hrtem3d.segmentation.segmenter import Segmenter
 
 
@@ -89,6 +89,7 @@ def test_auto_gain_finds_the_lost_contrast_and_leaves_a_clean_frame_alone(shippe
     # an estimate from the particle's shape: this one is flatter than typical (count_size_ratio 0.62 against
     # 0.70), so the gain overshoots the true 2 (2.8 measured) and its counts read thicker than they are
     assert 1.5 <= auto.contrast_gain <= 3.0, auto.contrast_gain
+    assert auto.columns.confidence.max() <= GAIN_CONFIDENCE_CAP < at_one.columns.confidence.max()  # an estimate
     at_two = Segmenter(contrast_gain=2.0).segment(low, m.pixel_size_A)  # a user who knows the contrast loss
     exact_one, exact_auto, exact_two, exact_clean = (_ce_exact(truth, s.columns) for s in (at_one, auto, at_two,
                                                                                                clean))
@@ -132,6 +133,7 @@ def test_a_movie_is_counted_at_the_gain_of_its_first_frame(shipped_movie, tmp_pa
     assert r.exit_code == 0, r.output
     trust = json.loads((out / "trust.json").read_text())
     assert trust["contrast_gain"] > 1.4 and trust["contrast_gain_source"] == "auto"
+    assert pd.read_parquet(out / "columns.parquet").confidence.max() <= GAIN_CONFIDENCE_CAP
     assert any("--contrast-gain" in w for w in trust["warnings"]) and "--contrast-gain" in r.output
     cols = pd.read_parquet(out / "columns.parquet")
     assert cols.frame.nunique() == len(m.frames)

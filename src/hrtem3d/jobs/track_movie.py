@@ -23,7 +23,7 @@ from hrtem3d.fsutil import atomic_write, file_fingerprint
 from hrtem3d.io import open_image
 from hrtem3d.jobs.trust import LATTICE, assess_frame, parse_pixel_size
 from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP
-from hrtem3d.segmentation.gain import parse_gain
+from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP, parse_gain
 from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
 from hrtem3d.tracking.analysis import analyze_movie
 from hrtem3d.tracking.drift import DriftReference, drift_reference, frame_shift
@@ -358,12 +358,14 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
     cols, tracks, events = analyze_movie(cols, frames=frames, drift_A=drift, field_A=field_A, times_s=times,
                                          pixel_size_A=src.pixel_size_A, scheme=scheme,
                                          search_range_A=s.search_range_A, memory=s.memory, temporal=s.temporal)
-    if not trust["in_envelope"]:  # out of the envelope: no count is trusted, per frame or in time
-        cap = {c: np.minimum(cols[c].to_numpy(float), CONFIDENCE_CAP) for c in ("confidence", "confidence_raw")
-               if c in cols}
+    # out of the envelope no count is trusted, per frame or in time; at an estimated contrast gain, half
+    top = CONFIDENCE_CAP if not trust["in_envelope"] else (
+        GAIN_CONFIDENCE_CAP if trust.get("contrast_gain_source") == "auto" else None)
+    if top is not None:
+        cap = {c: np.minimum(cols[c].to_numpy(float), top) for c in ("confidence", "confidence_raw") if c in cols}
         cols = cols.assign(**cap)
         if "confidence" in tracks:
-            tracks = tracks.assign(confidence=np.minimum(tracks["confidence"].to_numpy(float), CONFIDENCE_CAP))
+            tracks = tracks.assign(confidence=np.minimum(tracks["confidence"].to_numpy(float), top))
     if seg.lattice_reading:
         trust = {**trust, "lattice_reading": seg.lattice_reading}
     atomic_write(dest / "trust.json", lambda p: p.write_text(json.dumps(trust, indent=1)))

@@ -13,6 +13,7 @@ from hrtem3d.errors import HrtemError
 from hrtem3d.export.model3d import RULES, columns_to_atoms, write_model
 from hrtem3d.fsutil import atomic_write, save_figure
 from hrtem3d.io import open_image
+from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP
 from hrtem3d.segmentation.segmenter import Segmenter
 from hrtem3d.viz.overlay import overlay_figure
 
@@ -77,6 +78,8 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     bar.close()
     if first is None:
         raise HrtemError(f"{path}: every frame holds NaN or Inf values; nothing to segment")
+    if segmenter.contrast_gain == "auto" and held > 1:  # every frame's counts rest on the estimated gain
+        tables = [t.assign(confidence=np.minimum(t["confidence"].to_numpy(float), GAIN_CONFIDENCE_CAP)) for t in tables]
     table = pd.concat(tables, ignore_index=True)
     atomic_write(dest / "columns.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
     atomic_write(dest / "labels.tif", lambda p: tifffile.imwrite(p, np.stack(labels)))

@@ -185,7 +185,9 @@ def count_size_ratio(columns: pd.DataFrame, material: Material = CERIA) -> float
     (1st-99th percentile 0.53-0.92) over the 348 training particles of 16-46 Å with at least
     `MIN_SIZE_COLUMNS` such columns (`hrtem3d simulate --seed 21`, truth tables). Counts read from an
     image whose lattice contrast is lower than the model learned (thermal diffuse and inelastic
-    scattering, the Stobbs factor) fall below that range; the columns' number does not.
+    scattering, the Stobbs factor) fall below that range; the columns' number does not. Several particles
+    in one field are judged each on its own (the lattice members linked by nearest neighbours) and their
+    ratios averaged, weighted by their columns.
 
     Example:
         >>> import numpy as np, pandas as pd
@@ -196,6 +198,9 @@ def count_size_ratio(columns: pd.DataFrame, material: Material = CERIA) -> float
         >>> t = pd.DataFrame({"species": "Ce", "x_A": xy[:, 0], "y_A": xy[:, 1], "n_atoms": 4})
         >>> round(count_size_ratio(t), 2), round(count_size_ratio(t.assign(n_atoms=2)), 2)
         (0.62, 0.31)
+        >>> two = pd.concat([t, t.assign(x_A=t.x_A + 100)])  # a second particle, 100 Å away: the same ratio
+        >>> round(count_size_ratio(two), 2)
+        0.62
     """
     return _size_ratio(_lattice_members(columns, material), material)
 
@@ -221,9 +226,29 @@ def _cations(columns: pd.DataFrame | None, material: Material, fields: tuple[str
 
 
 def _size_ratio(members: pd.DataFrame, material: Material) -> float:
-    """`count_size_ratio` of cation columns already filtered by `_lattice_members`."""
+    """`count_size_ratio` of cation columns already filtered by `_lattice_members`: per particle (the
+    members linked through nearest neighbours), averaged over the particles large enough, weighted by size."""
     if len(members) < MIN_SIZE_COLUMNS:
         return float("nan")
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(members[["x_A", "y_A"]].to_numpy(float)).query_pairs(1.1 * _neighbour_distance_A(material),
+                                                                         output_type="ndarray")
+    n = len(members)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else None
+    labels = connected_components(graph, directed=False)[1] if graph is not None else np.arange(n)
+    ratios, sizes = [], []
+    for k in np.unique(labels):
+        part = members[labels == k]
+        if len(part) >= MIN_SIZE_COLUMNS:
+            ratios.append(_one_particle_ratio(part, material))
+            sizes.append(len(part))
+    return float(np.average(ratios, weights=sizes)) if ratios else float("nan")
+
+
+def _one_particle_ratio(members: pd.DataFrame, material: Material) -> float:
     diameter_A = np.sqrt(4 * len(members) * material.a_A**2 / (2 * np.sqrt(2)) / np.pi)
     return float(members["n_atoms"].mean() / (diameter_A / (material.a_A / np.sqrt(2))))
 

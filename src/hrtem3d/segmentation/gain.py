@@ -36,6 +36,9 @@ from hrtem3d.segmentation.envelope_check import THIN_LIMIT, TYPICAL_RATIO
 
 GAIN_TRIGGER = THIN_LIMIT  # count_size_ratio below which the contrast scale is raised (below every training particle)
 GAIN_TARGET = TYPICAL_RATIO  # count_size_ratio raised to: the training particles' mean
+# Confidence of a count made at an estimated gain is at most this: the ratio's ±12 % scatter between shapes
+# is ±0.6 atoms on a 5-atom column, which lands on the right integer about half the time.
+GAIN_CONFIDENCE_CAP = 0.5
 GAIN_STEPS = (1.5, 2.0, 2.5, 3.0)  # gains tried in turn; 3 is the largest Stobbs factor reported
 
 

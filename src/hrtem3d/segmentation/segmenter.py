@@ -26,7 +26,7 @@ from hrtem3d.model.unet import fix_lattice, pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import calibrate_columns
 from hrtem3d.segmentation.envelope_check import count_size_ratio
-from hrtem3d.segmentation.gain import estimate_gain, parse_gain
+from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP, estimate_gain, parse_gain
 from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
 
 TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
@@ -131,7 +131,8 @@ class Segmenter:
             Stobbs factor; the normalised image is multiplied by it), or "auto": 1 unless the particle's
             counts read thinner than its size allows, then estimated from the particle
             (`segmentation.gain.estimate_gain`, a few more forward passes), for each image on its own
-            (`segment(..., gain=)` holds one for the frames of a movie).
+            (`segment(..., gain=)` holds one for the frames of a movie); counts made at an estimated
+            gain have their confidence capped at `GAIN_CONFIDENCE_CAP` (0.5).
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
@@ -269,6 +270,14 @@ class Segmenter:
                 gain: float | None = None) -> Segmentation:
         """Segment one image `[y, x]` with pixel size `pixel_size_A` (Å); `gain` overrides the segmenter's
         `contrast_gain` for this image (the frames of a movie keep the gain decided on its first)."""
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise HrtemError(f"expected one 2D image, got shape {image.shape}")
+        if not np.isfinite(image).all():
+            raise HrtemError(f"frame {frame} holds NaN or Inf values; fix or drop it")
+        if not 0.005 <= pixel_size_A <= 2.0:
+            raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
+                             "give `pixel_size_A`", param="pixel_size_A")
         if gain is None and self.contrast_gain != "auto":
             gain = float(self.contrast_gain)
         if gain is not None:
@@ -280,17 +289,12 @@ class Segmenter:
             return count_size_ratio(done[gain].columns)
 
         best = estimate_gain(ratio_at)
-        return done.get(best) or self._segment(image, pixel_size_A, frame, best)
+        r = done.get(best) or self._segment(image, pixel_size_A, frame, best)
+        if best > 1 and len(r.columns):  # counts that rest on an estimated contrast scale
+            r.columns["confidence"] = np.minimum(r.columns["confidence"].to_numpy(float), GAIN_CONFIDENCE_CAP)
+        return r
 
     def _segment(self, image: np.ndarray, pixel_size_A: float, frame: int, gain: float) -> Segmentation:
-        image = np.asarray(image)
-        if image.ndim != 2:
-            raise HrtemError(f"expected one 2D image, got shape {image.shape}")
-        if not np.isfinite(image).all():
-            raise HrtemError(f"frame {frame} holds NaN or Inf values; fix or drop it")
-        if not 0.005 <= pixel_size_A <= 2.0:
-            raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
-                             "give `pixel_size_A`", param="pixel_size_A")
         work, factors = to_working_grid(image.astype(np.float32), pixel_size_A, self.pixel_size_A)
         work = self.normalize(work)
         if gain != 1:
