@@ -144,3 +144,15 @@ def test_a_movie_is_counted_at_the_gain_of_its_first_frame(shipped_movie, tmp_pa
     assert r.exit_code == 0, r.output
     trust = json.loads((out2 / "trust.json").read_text())
     assert trust["contrast_gain"] == 2.0 and "contrast_gain_source" not in trust
+
+
+def test_segment_movie_holds_the_first_frames_gain_and_its_cap(shipped_movie):
+    """The Python API's movie path: every frame at the first frame's estimated gain, every count capped."""
+    import hrtem3d
+
+    m = shipped_movie
+    low = np.stack([_lower_contrast(f, 1.0) for f in m.frames])
+    mc = hrtem3d.segment_movie(low, m.pixel_size_A)
+    cols = mc.columns
+    assert cols.frame.nunique() == len(m.frames)
+    assert cols.confidence.max() <= GAIN_CONFIDENCE_CAP

@@ -207,10 +207,11 @@ def segment_frames(source: Any, pixel_size_A: float | None = None, model: Model 
 
 def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, chunk: int, skipped: list[int]):
     from hrtem3d.jobs.track_movie import track_frame
+    from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP
     from hrtem3d.tracking.drift import drift_reference
 
     m.set_contrast(contrast)
-    reference, gain = None, None  # the first good frame's contrast gain holds for the movie
+    reference, gain, estimated = None, None, False  # the first good frame's contrast gain holds for the movie
     for first, block in f.blocks(start, stop, chunk=chunk):
         for k, image in enumerate(block):
             if not np.isfinite(image).all():
@@ -218,7 +219,11 @@ def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, ch
                 continue
             table, d, work = track_frame(m, image, index=first + k, pixel_size_A=f.pixel_size_A, reference=reference,
                                          gain=gain)
-            gain = table.attrs["contrast_gain"]
+            if gain is None:
+                gain = table.attrs["contrast_gain"]
+                estimated = m.contrast_gain == "auto" and gain > 1
+            elif estimated:  # as on the first frame: counts at an estimated gain are at most this sure
+                table["confidence"] = np.minimum(table["confidence"].to_numpy(float), GAIN_CONFIDENCE_CAP)
             reference = drift_reference(work) if reference is None else reference
             yield first + k, table, d
 
