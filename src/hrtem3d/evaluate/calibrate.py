@@ -102,7 +102,7 @@ def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: flo
     on the validation structures of `data` at `dose` (e/Å²); ties go to the higher recall. `lattice`:
     the reading of a lattice-heads model (`Segmenter`'s)."""
     val_idx, n, sampling, groups = _validation(data)
-    seg = Segmenter(model_path, contrast="bright", lattice=lattice)
+    seg = Segmenter(model_path, contrast="bright", lattice=lattice, contrast_gain=1.0)  # the network's own reading
     seg.calibration, seg.detection = None, None
     ds = HrtemDataset(data, val_idx, crop=n, dose=dose, seed=seed, augment=False, scope=scope)
     runs = []
@@ -132,7 +132,7 @@ def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 
     structures of `data`, doses drawn across the envelope. The features are those of the whole image
     (`segmentation.confidence.image_features`: log relative noise, mean logit of every column found)."""
     val_idx, n, sampling, groups = _validation(data)
-    seg = Segmenter(model_path, contrast="bright", lattice=lattice)
+    seg = Segmenter(model_path, contrast="bright", lattice=lattice, contrast_gain=1.0)
     seg.calibration, seg.detection = None, thresholds
     ds = HrtemDataset(data, val_idx, crop=n, seed=seed, augment=False, scope=scope)
     conf, ok, feat = [], [], []
