@@ -207,7 +207,7 @@ def segment_frames(source: Any, pixel_size_A: float | None = None, model: Model 
 
 def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, chunk: int, skipped: list[int]):
     from hrtem3d.jobs.track_movie import track_frame
-    from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP
+    from hrtem3d.segmentation.gain import cap_at_estimated_gain
     from hrtem3d.tracking.drift import drift_reference
 
     m.set_contrast(contrast)
@@ -222,8 +222,8 @@ def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, ch
             if gain is None:
                 gain = table.attrs["contrast_gain"]
                 estimated = m.contrast_gain == "auto" and gain > 1
-            elif estimated:  # as on the first frame: counts at an estimated gain are at most this sure
-                table["confidence"] = np.minimum(table["confidence"].to_numpy(float), GAIN_CONFIDENCE_CAP)
+            elif estimated:  # capped as the first frame's were
+                table = cap_at_estimated_gain(table)
             reference = drift_reference(work) if reference is None else reference
             yield first + k, table, d
 

@@ -23,7 +23,7 @@ from hrtem3d.fsutil import atomic_write, file_fingerprint
 from hrtem3d.io import open_image
 from hrtem3d.jobs.trust import LATTICE, assess_frame, parse_pixel_size
 from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP
-from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP, parse_gain
+from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP, estimated_gain_warning, parse_gain
 from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
 from hrtem3d.tracking.analysis import analyze_movie
 from hrtem3d.tracking.drift import DriftReference, drift_reference, frame_shift
@@ -250,9 +250,7 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
             if s.contrast_gain == "auto" and s0.contrast_gain > 1:
                 trust["contrast_gain_source"] = "auto"
                 trust["warnings"] = list(trust.get("warnings", [])) + [
-                    f"{path.name}: its columns read far too thin for the particle's size at the simulation's "
-                    f"contrast, so the movie was counted at {s0.contrast_gain:.2f} x the lattice contrast; give "
-                    "--contrast-gain with your microscope's contrast loss to fix it"]
+                    estimated_gain_warning(path.name, s0.contrast_gain, counted="the movie was")]
             ref = s0.working_image
             contrast = "bright" if seg.polarity(ref) > 0 else "dark"
             atomic_write(trust_file, lambda p, t=trust: p.write_text(json.dumps(t, indent=1)))

@@ -13,7 +13,7 @@ from hrtem3d.errors import HrtemError
 from hrtem3d.export.model3d import RULES, columns_to_atoms, write_model
 from hrtem3d.fsutil import atomic_write, save_figure
 from hrtem3d.io import open_image
-from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP
+from hrtem3d.segmentation.gain import cap_at_estimated_gain, estimated_gain_warning
 from hrtem3d.segmentation.segmenter import Segmenter
 from hrtem3d.viz.overlay import overlay_figure
 
@@ -78,8 +78,9 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     bar.close()
     if first is None:
         raise HrtemError(f"{path}: every frame holds NaN or Inf values; nothing to segment")
-    if segmenter.contrast_gain == "auto" and held > 1:  # every frame's counts rest on the estimated gain
-        tables = [t.assign(confidence=np.minimum(t["confidence"].to_numpy(float), GAIN_CONFIDENCE_CAP)) for t in tables]
+    estimated = segmenter.contrast_gain == "auto" and held > 1
+    if estimated:  # every frame's counts rest on the gain estimated on the first
+        tables = [cap_at_estimated_gain(t) for t in tables]
     table = pd.concat(tables, ignore_index=True)
     atomic_write(dest / "columns.csv", lambda p: table.to_csv(p, index=False, float_format="%.4f"))
     atomic_write(dest / "labels.tif", lambda p: tifffile.imwrite(p, np.stack(labels)))
@@ -89,10 +90,8 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     reading = {"lattice_reading": segmenter.lattice_reading} if segmenter.lattice_reading else {}
     gain = {"contrast_gain": round(float(held), 3)}
     warnings = list(trust.warnings)
-    if segmenter.contrast_gain == "auto" and gain["contrast_gain"] > 1:
-        warnings.append(f"{path.name}: its columns read far too thin for the particle's size at the simulation's "
-                        f"contrast, so they were counted at {gain['contrast_gain']:.2f} x the lattice contrast; give "
-                        "--contrast-gain with your microscope's contrast loss to fix it")
+    if estimated:
+        warnings.append(estimated_gain_warning(path.name, held))
         gain["contrast_gain_source"] = "auto"
     text = json.dumps({**trust.to_dict(), **reading, **gain, "warnings": warnings}, indent=1, default=float,
                       ensure_ascii=False)

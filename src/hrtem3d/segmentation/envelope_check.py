@@ -237,8 +237,8 @@ def _size_ratio(members: pd.DataFrame, material: Material) -> float:
     pairs = cKDTree(members[["x_A", "y_A"]].to_numpy(float)).query_pairs(1.1 * _neighbour_distance_A(material),
                                                                          output_type="ndarray")
     n = len(members)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else None
-    labels = connected_components(graph, directed=False)[1] if graph is not None else np.arange(n)
+    labels = connected_components(coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)),
+                                  directed=False)[1]
     ratios, sizes = [], []
     for k in np.unique(labels):
         part = members[labels == k]

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 
 from hrtem3d.segmentation.envelope_check import THIN_LIMIT, TYPICAL_RATIO
 
@@ -65,6 +66,20 @@ def estimate_gain(ratio_at: Callable[[float], float], *, trigger: float = GAIN_T
             return float(g0 + (g - g0) * (target - r0) / (r - r0)) if r > r0 else float(g)
         g0, r0 = g, r
     return float(g0)
+
+
+def cap_at_estimated_gain(columns: pd.DataFrame) -> pd.DataFrame:
+    """The column table with its confidence capped at `GAIN_CONFIDENCE_CAP`: counts made at an estimated gain."""
+    if not len(columns):
+        return columns
+    return columns.assign(confidence=np.minimum(columns["confidence"].to_numpy(float), GAIN_CONFIDENCE_CAP))
+
+
+def estimated_gain_warning(name: str, gain: float, counted: str = "they were") -> str:
+    """The one-line warning for an input whose gain "auto" raised: what happened and what to give instead."""
+    return (f"{name}: its columns read far too thin for the particle's size at the simulation's contrast, so "
+            f"{counted} counted at {gain:.2f} x the lattice contrast; give --contrast-gain with your microscope's "
+            "contrast loss to fix it")
 
 
 def parse_gain(value: str | float | None) -> float | str:

@@ -26,7 +26,7 @@ from hrtem3d.model.unet import fix_lattice, pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import calibrate_columns
 from hrtem3d.segmentation.envelope_check import count_size_ratio
-from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP, estimate_gain, parse_gain
+from hrtem3d.segmentation.gain import cap_at_estimated_gain, estimate_gain, parse_gain
 from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
 
 TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
@@ -290,8 +290,8 @@ class Segmenter:
 
         best = estimate_gain(ratio_at)
         r = done.get(best) or self._segment(image, pixel_size_A, frame, best)
-        if best > 1 and len(r.columns):  # counts that rest on an estimated contrast scale
-            r.columns["confidence"] = np.minimum(r.columns["confidence"].to_numpy(float), GAIN_CONFIDENCE_CAP)
+        if best > 1:  # counts that rest on an estimated contrast scale
+            r.columns = cap_at_estimated_gain(r.columns)
         return r
 
     def _segment(self, image: np.ndarray, pixel_size_A: float, frame: int, gain: float) -> Segmentation:
