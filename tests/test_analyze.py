@@ -328,6 +328,24 @@ def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, 
     assert len(strict) <= len(loose) and (strict.p_column >= 0.95).all()
 
 
+def test_calibrate_refuses_in_one_line_a_missing_store_or_thresholds_it_cannot_keep(tiny_model, ten_store, tmp_path):
+    import shutil
+
+    from hrtem3d.model.io import read_metadata
+
+    model = tmp_path / "m.safetensors"
+    shutil.copy(tiny_model, model)
+    before = model.read_bytes()
+    r = CliRunner().invoke(app, ["calibrate", str(model), "--data", str(ten_store), "--extra-data",
+                                 str(tmp_path / "nope.zarr"), "--n-images", "2"])
+    assert r.exit_code == 2 and "nope.zarr does not exist" in r.output and "Traceback" not in r.output
+    assert "detection_threshold" not in read_metadata(model)  # a model straight from `train`: none to keep
+    r = CliRunner().invoke(app, ["calibrate", str(model), "--data", str(ten_store), "--keep-thresholds",
+                                 "--n-images", "2"])
+    assert r.exit_code == 2 and "no detection thresholds to keep" in r.output and "--keep-thresholds" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and model.read_bytes() == before  # nothing written
+
+
 def test_detection_thresholds_fit_the_analytic_optimum(monkeypatch):
     """A stand-in segmenter reports every true column (Ce at p_column 0.97, O at 0.88) and false ones
     (Ce at 0.35, O at 0.55): the lowest grid thresholds that drop every false column and keep every
@@ -435,6 +453,7 @@ def _stand_ins(monkeypatch, calibrate, truths, predict, noise):
     class Seg:
         def __init__(self, *a, **k):
             self.calibration = self.detection = "unset"
+            self.scheme = SimpleNamespace(species=("Ce", "O"))
             segmenters.append(self)
 
         def segment(self, image, sampling):
@@ -453,8 +472,10 @@ def _stand_ins(monkeypatch, calibrate, truths, predict, noise):
 def test_calibration_pairs_are_the_matched_columns_with_their_correctness_and_noise(monkeypatch):
     """Structure 9: a right column (0.9), a wrong count (0.8), a wrong species (0.7), a missed one and a
     false one (neither is a pair); structure 19: two right columns (0.95) in a noiseless image (the
-    feature's floor, log 1e-6). 60 images by default, alternating over the two structures."""
+    feature's floor, log 1e-6). 60 images, alternating over the two structures; with every feature the
+    map can use (the shift features too)."""
     import hrtem3d.evaluate.calibrate as calibrate
+    from hrtem3d.segmentation.confidence import ALL_FEATURES
 
     truths = {9: pd.DataFrame({"species": ["Ce", "Ce", "O", "O"], "x_A": [2.0, 6.0, 2.0, 6.0],
                                "y_A": [2.0, 2.0, 4.0, 4.0], "n_atoms": [3, 4, 2, 5]}),
@@ -464,25 +485,35 @@ def test_calibration_pairs_are_the_matched_columns_with_their_correctness_and_no
                                 "confidence": [0.9, 0.8, 0.7, 0.1]}),
                19: truths[19].assign(confidence=0.95)}
     draws, segs = _stand_ins(monkeypatch, calibrate, truths, predict, {9: 0.1, 19: 0.0})
-    conf, ok, feat = calibrate.calibration_pairs("model", "data", thresholds={"Ce": 0.4, "O": 0.6})
+    conf, ok, feat = calibrate.calibration_pairs("model", "data", n_images=60, thresholds={"Ce": 0.4, "O": 0.6},
+                                                 features=ALL_FEATURES)
     assert draws == [(i, i % 2) for i in range(60)]
     assert segs[0].detection == {"Ce": 0.4, "O": 0.6} and segs[0].calibration is None
     np.testing.assert_array_equal(conf, np.tile([0.9, 0.8, 0.7, 0.95, 0.95], 30))
     np.testing.assert_array_equal(ok, np.tile([True, False, False, True, True], 30))
-    # per column: the image's log noise and the mean logit of every column found in it (false ones too)
+    # per column: the image's log noise and the mean logit of every column found in it (false ones too);
+    # too few columns to judge the particle's size (ratio features 0); the matched column's own count and species
     lg = lambda p: np.log(np.asarray(p) / (1 - np.asarray(p)))  # noqa: E731
     want9, want19 = [np.log(0.1), lg([0.9, 0.8, 0.7, 0.1]).mean()], [np.log(1e-6), lg(0.95)]
-    np.testing.assert_allclose(feat, np.tile([want9] * 3 + [want19] * 2, (30, 1)))
+    assert feat.shape == (150, len(ALL_FEATURES)) and list(ALL_FEATURES[:2]) == ["log_noise", "image_logit"]
+    np.testing.assert_allclose(feat[:, :2], np.tile([want9] * 3 + [want19] * 2, (30, 1)))
+    col = {k: feat[:5, ALL_FEATURES.index(k)] for k in ALL_FEATURES}
+    np.testing.assert_allclose(col["log_n"], np.log([3, 5, 2, 6, 1]))  # the predicted counts of the matches
+    np.testing.assert_array_equal(col["is_cation"], [1, 1, 1, 1, 0])
+    np.testing.assert_allclose(col["image_logit_x_log_n"], col["image_logit"] * col["log_n"])
+    assert not col["log_ratio"].any() and not col["abs_log_ratio_x_log_n"].any()
     assert len(calibrate.calibration_pairs("model", "data", n_images=3)[0]) == 3 + 2 + 3
+    assert calibrate.calibration_pairs("model", "data", n_images=2)[2].shape == (5, 2)  # the default features
 
 
 def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_file(monkeypatch):
     import hrtem3d.evaluate.calibrate as calibrate
+    from hrtem3d.segmentation.confidence import ALL_FEATURES, FEATURES
 
     rng = np.random.default_rng(4)
     conf, feat = rng.uniform(0.05, 0.995, 8000), rng.normal(-2.0, 0.5, 8000)
     ok = rng.random(8000) < _sigmoid(0.8 * np.log(conf / (1 - conf)) + 0.3 + 0.5 * (feat + 2.0))
-    calls, saved, net = [], [], object()
+    calls, saved, net, features_asked = [], [], object(), []
     meta = {"scheme": {}, "pixel_size_A": 0.16, "class_weights": [1.0, 2.0], "unet": {"x": 1}, "package_version": "0"}
     thresholds = {"Ce": 0.4, "O": 0.6, "recall": 0.9, "precision": 0.95, "dose": 1000.0}
 
@@ -490,10 +521,12 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
         calls.append(("thresholds", str(model_path), str(data), scope) + ((lattice,) if lattice else ()))
         return dict(thresholds)
 
-    def pairs(model_path, data, n_images, scope=None, thresholds=None, lattice=None):
+    def pairs(model_path, data, n_images, scope=None, thresholds=None, lattice=None, features=FEATURES):
         extra = (lattice,) if lattice else ()
         calls.append(("pairs", str(model_path), str(data), n_images, scope, thresholds) + extra)
-        return conf, ok, np.column_stack([feat, rng.normal(0.0, 1.0, len(feat))])  # the second feature: no effect
+        features_asked.append(tuple(features))
+        others = rng.normal(0.0, 1.0, (len(feat), len(features) - 1))  # the other features: no effect
+        return conf, ok, np.column_stack([feat, others])
 
     monkeypatch.setattr(calibrate, "load_model", lambda path: (net, dict(meta)))
     monkeypatch.setattr(calibrate, "fit_detection_thresholds", fit_thresholds)
@@ -508,8 +541,9 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
     assert "unet" not in written and "package_version" not in written and written["class_weights"] == [1.0, 2.0]
     assert written["detection_threshold"] == {**thresholds, "fitted_on": "store.zarr"}
     cal = written["column_calibration"]
-    assert (cal["a"], cal["b"] + cal["c"][0] * -2.0, *cal["c"]) == pytest.approx((0.8, 0.3, 0.5, 0.0), abs=0.15)
-    assert cal["features"] == ["log_noise", "image_logit"]
+    assert (cal["a"], cal["b"] + cal["c"][0] * -2.0, *cal["c"]) == pytest.approx(
+        (0.8, 0.3, 0.5) + (0.0,) * (len(FEATURES) - 1), abs=0.15)
+    assert cal["features"] == list(FEATURES)
     assert cal["n_columns"] == 8000 and cal["fitted_on"] == "store.zarr" and cal["through_scope"] is False
     assert r == {**cal, "detection_threshold": thresholds}
     # a file without its loss weights gets them first, written to `out`, which is then calibrated
@@ -518,7 +552,7 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
     calibrate.calibrate_model("m.safetensors", "store.zarr", out="out.safetensors")
     assert [s[0] for s in saved] == ["out.safetensors", "out.safetensors"]
     assert saved[0][2]["class_weights"] == [1.0, 3.0] and "column_calibration" not in saved[0][2]
-    assert calls[0][1] == "out.safetensors" and calls[1][1:4] == ("out.safetensors", "store.zarr", 60)
+    assert calls[0][1] == "out.safetensors" and calls[1][1:4] == ("out.safetensors", "store.zarr", 300)
     # one reading of a lattice-heads model: fitted with that reading, kept beside the file's main map
     meta["class_weights"] = [1.0, 2.0]
     meta["column_calibration"] = {"a": 9.0}
@@ -529,6 +563,33 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
     assert written["column_calibration"] == {"a": 9.0} and "detection_threshold" not in written
     own = written["calibration_by_lattice"]["vibrating"]
     assert own["column_calibration"]["fitted_on"] == "tds.zarr" and own["detection_threshold"]["Ce"] == 0.4
+    # the map fitted over what a user does not control: each store as the model meets it and through the
+    # microscope envelope, the file's detection thresholds kept
+    from hrtem3d.simulate.scope import ScopeEnvelope
+
+    meta.pop("calibration_by_lattice", None)
+    meta["detection_threshold"] = {"Ce": 0.7, "O": 0.75, "fitted_on": "train.zarr"}
+    calls.clear(), saved.clear()
+    env = ScopeEnvelope()
+    features_asked.clear()
+    calibrate.calibrate_model("m.safetensors", "s.zarr", out="o.safetensors", n_images=5, extra_data=("tds.zarr",),
+                              through_scope=env, keep_thresholds=True, shift_features=True)
+    assert features_asked == [ALL_FEATURES] * 4
+    assert [(c[0], c[2], c[4]) for c in calls] == [("pairs", "s.zarr", None), ("pairs", "s.zarr", env),
+                                                   ("pairs", "tds.zarr", None), ("pairs", "tds.zarr", env)]
+    assert all(c[5] == {"Ce": 0.7, "O": 0.75} for c in calls)
+    written = saved[-1][2]
+    assert written["detection_threshold"]["fitted_on"] == "train.zarr"
+    cal = written["column_calibration"]
+    assert cal["n_columns"] == 4 * 8000 and cal["calibration_scope"] == env.to_dict()
+    assert cal["features"] == list(ALL_FEATURES) and len(cal["c"]) == len(ALL_FEATURES)
+    assert cal["fitted_on"].count("through the microscope envelope") == 2
+    # nothing to keep: a clear error and nothing written
+    meta.pop("detection_threshold")
+    saved.clear()
+    with pytest.raises(ValueError, match="no detection thresholds to keep"):
+        calibrate.calibrate_model("m.safetensors", "s.zarr", out="o.safetensors", keep_thresholds=True)
+    assert not saved
 
 
 class _Pointwise(torch.nn.Module):

@@ -45,7 +45,30 @@ def test_image_features_are_the_log_noise_and_the_mean_logit_of_the_images_colum
     f = image_features(np.array([0.9, 0.5, 0.2]), noise=0.05)
     want = np.mean(np.log([0.9 / 0.1, 1.0, 0.2 / 0.8]))
     assert f["log_noise"] == np.log(0.05) and abs(f["image_logit"] - want) < 1e-12
-    assert image_features(np.array([]), noise=0.0) == {"log_noise": np.log(1e-6), "image_logit": 0.0}
+    assert image_features(np.array([]), noise=0.0) == {"log_noise": np.log(1e-6), "image_logit": 0.0,
+                                                       "log_ratio": 0.0, "abs_log_ratio": 0.0}
+    # the particle's count-to-size ratio against the typical 0.70: signed, unsigned, clipped at +-1, 0 unknown
+    assert image_features(np.array([0.9]), 0.1, ratio=0.35)["log_ratio"] == np.log(0.5)
+    assert image_features(np.array([0.9]), 0.1, ratio=1.4)["abs_log_ratio"] == np.log(2.0)
+    assert image_features(np.array([0.9]), 0.1, ratio=0.01)["log_ratio"] == -1.0
+    assert image_features(np.array([0.9]), 0.1, ratio=float("nan"))["abs_log_ratio"] == 0.0
+
+
+def test_column_features_carry_each_columns_count_and_species_beside_the_images_features():
+    from hrtem3d.segmentation.confidence import ALL_FEATURES, column_features, image_features
+
+    raw, n, cat = np.array([0.9, 0.6, 0.3]), np.array([1, 4, 0]), np.array([True, True, False])
+    f = column_features(raw, 0.05, 0.5, n_atoms=n, cation=cat)
+    img = image_features(raw, 0.05, 0.5)
+    col = dict(zip(ALL_FEATURES, f.T))
+    for k, v in img.items():
+        np.testing.assert_array_equal(col[k], v)
+    np.testing.assert_allclose(col["log_n"], np.log([1, 4, 1]))  # an empty count reads as one atom
+    np.testing.assert_array_equal(col["is_cation"], [1, 1, 0])
+    np.testing.assert_allclose(col["log_ratio_x_log_n"], img["log_ratio"] * np.log([1, 4, 1]))
+    # a map chooses its features by name and order
+    two = column_features(raw, 0.05, 0.5, n_atoms=n, cation=cat, names=["is_cation", "log_noise"])
+    np.testing.assert_array_equal(two, np.c_[col["is_cation"], col["log_noise"]])
 
 
 def test_calibrate_columns_reads_both_forms_of_the_map():
@@ -65,6 +88,15 @@ def test_calibrate_columns_reads_both_forms_of_the_map():
     swapped = calibrate_columns(raw, {"a": 0.9, "b": 0.1, "c": [0.5, -0.2],
                                       "features": ["image_logit", "log_noise"]}, noise)
     np.testing.assert_allclose(swapped, new, rtol=1e-12)
+    # a map with column features: the ratio and each column's count move its own confidence
+    full = {"a": 1.0, "b": 0.0, "c": [1.0, -2.0], "features": ["log_ratio", "abs_log_ratio_x_log_n"]}
+    n = np.array([1, 3, 6])
+    thin = calibrate_columns(raw, full, noise, 0.35, n_atoms=n, cation=np.ones(3, bool))
+    r = np.log(0.5)
+    np.testing.assert_allclose(thin, sig(z + r - 2.0 * abs(r) * np.log(n)), rtol=1e-12)
+    assert (np.diff(z - np.log(thin / (1 - thin))) > 0).all()  # the longer the column, the more a thin reading costs
+    typical = calibrate_columns(raw, full, noise, 0.70, n_atoms=n, cation=np.ones(3, bool))
+    np.testing.assert_allclose(typical, raw, rtol=1e-9)
     # a map with c = 0 is plain Platt scaling, whatever the noise
     np.testing.assert_allclose(calibrate_columns(raw, {"a": 1.0, "b": 0.0, "c": 0.0}, 1e3), raw, rtol=1e-9)
 

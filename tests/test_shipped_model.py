@@ -72,6 +72,24 @@ def test_confidence_calibration_of_the_model_file_is_applied(shipped_movie):
     assert abs(np.concatenate(conf).mean() - np.concatenate(right).mean()) < 0.05
 
 
+def test_a_map_with_shift_features_reads_the_particles_ratio_and_each_columns_count(shipped_movie):
+    """`calibrate --shift-features` maps: the particle's count-to-size ratio and each column's count enter the
+    map as `segmentation.confidence.column_features` defines them, from the columns the segmenter found."""
+    from hrtem3d.segmentation.envelope_check import TYPICAL_RATIO, count_size_ratio
+
+    m = shipped_movie
+    seg, raw_seg = Segmenter(contrast="bright"), Segmenter(contrast="bright")
+    seg.calibration = {"a": 1.0, "b": 0.0, "c": [1.0, 0.5], "features": ["log_ratio", "log_n"]}
+    raw_seg.calibration = None
+    s, raw = seg.segment(m.frames[0], m.pixel_size_A), raw_seg.segment(m.frames[0], m.pixel_size_A).columns
+    ratio = count_size_ratio(s.columns)
+    assert np.isfinite(ratio) and abs(np.log(ratio / TYPICAL_RATIO)) > 0.01  # the feature is not zero here
+    q = np.clip(raw.confidence.to_numpy(float), 1e-6, 1 - 1e-6)
+    z = np.log(q / (1 - q)) + np.clip(np.log(ratio / TYPICAL_RATIO), -1, 1)
+    z += 0.5 * np.log(np.maximum(raw.n_atoms.to_numpy(float), 1))
+    np.testing.assert_allclose(s.columns.confidence.to_numpy(float), 1 / (1 + np.exp(-z)), atol=1e-6)
+
+
 def test_tiles_with_the_default_overlap_change_no_depth(shipped_movie):
     m = shipped_movie
     image = np.concatenate([m.frames[0], m.frames[2]], axis=1)  # 320 x 640: two particles side by side

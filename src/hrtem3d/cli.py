@@ -30,7 +30,8 @@ _FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-siz
           "chunk": "--chunk", "workers": "--workers", "model": "--model", "out_dir": "--out", "fps": "--fps",
           "init": "--init", "widths": "--widths", "store_gpts": "--gpts", "diameter_A": "--max-diameter",
           "n_structures": "--n-structures", "scheduler": "--scheduler", "backend": "--backend",
-          "lattice": "--lattice", "lattice_heads": "--lattice-heads", "contrast_gain": "--contrast-gain"}
+          "lattice": "--lattice", "lattice_heads": "--lattice-heads", "contrast_gain": "--contrast-gain",
+          "keep_thresholds": "--keep-thresholds"}
 LATTICE_HELP = ("For a model with lattice heads: read the columns as a static lattice (simulations without "
                 "frozen phonons), a vibrating one (thermal diffuse scattering: every real specimen) or auto (the "
                 "model's own guess from the image); default: the model's own default.")
@@ -341,17 +342,39 @@ def calibrate(
     model: Path = typer.Argument(..., help="Model file to calibrate (rewritten in place unless --out)."),
     data: Path = typer.Option(..., help="The training store: its validation structures are used."),
     out: Path = typer.Option(None, help="Write the calibrated model here instead."),
-    n_images: int = typer.Option(60, help="Validation images (doses across the envelope)."),
+    n_images: int = typer.Option(300, help="Validation images a source (doses across the envelope; 300 take 1-2 "
+                                 "minutes on 2 cores, and fit the map better than 60)."),
     lattice: str = typer.Option(None, help="For a model with lattice heads: calibrate this reading (static, "
                                 "vibrating or auto) and keep it beside the others; calibrate the static reading "
                                 "on a static store, the vibrating one on a store with frozen phonons."),
+    extra_data: list[Path] = typer.Option(None, help="Another store whose validation structures the confidence "
+                                          "map is fitted on too (repeatable), e.g. the same particles simulated "
+                                          "with frozen phonons."),
+    through_scope: bool = typer.Option(False, help="Fit the confidence map also on images drawn through the "
+                                       "default microscope envelope (support film, residual aberrations, "
+                                       "vibration, a diffuse background, MTF; docs/trust.md), so that it stays "
+                                       "calibrated on images the model was not trained for."),
+    keep_thresholds: bool = typer.Option(False, help="Keep the model's detection thresholds; refit the map only."),
+    shift_features: bool = typer.Option(False, help="Also fit the map on how thick the particle reads for its "
+                                        "size and on each column's count (with --through-scope: lower ECE under a "
+                                        "diffuse background or astigmatism, higher on ideal images; "
+                                        "docs/benchmarks.md, Thirteenth look)."),
 ) -> None:
-    """Fit per-species detection thresholds and calibrate the column confidence (Platt scaling) on
-    validation structures of the training store, never on test data."""
+    """Fit per-species detection thresholds and calibrate the column confidence (a logistic map of the
+    network's probability and of what the image shows: its noise, the network's overall certainty, how
+    thick the particle reads for its size) on validation structures of the training store, never on
+    test data."""
     from hrtem3d.evaluate.calibrate import calibrate_model
     from hrtem3d.segmentation.confidence import map_terms
+    from hrtem3d.simulate.scope import ScopeEnvelope
 
-    c = calibrate_model(model, data, out, n_images, lattice=lattice)
+    for path in [data, *(extra_data or [])]:
+        if not Path(path).exists():
+            raise HrtemError(f"store {path} does not exist; make one with `hrtem3d simulate {path}`",
+                             param="data")
+    c = calibrate_model(model, data, out, n_images, lattice=lattice, extra_data=tuple(extra_data or ()),
+                        through_scope=ScopeEnvelope() if through_scope else None, keep_thresholds=keep_thresholds,
+                        shift_features=shift_features)
     t = c["detection_threshold"]
     terms = " ".join(f"{coef:+.3f} {name}" for coef, name in zip(*map_terms(c)))
     typer.echo(f"detection thresholds Ce {t['Ce']:.2f}, O {t['O']:.2f} (validation recall {t['recall']:.3f}, "

@@ -27,9 +27,11 @@ from scipy.special import expit
 from hrtem3d.data import store
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import noise_level
+from hrtem3d.errors import HrtemError
 from hrtem3d.evaluate.metrics import match_columns
 from hrtem3d.model.io import load_model, save_model
-from hrtem3d.segmentation.confidence import FEATURES, apply_calibration, image_features, logit  # noqa: F401
+from hrtem3d.segmentation.confidence import ALL_FEATURES, FEATURES, apply_calibration, column_features, logit  # noqa: F401
+from hrtem3d.segmentation.envelope_check import count_size_ratio
 from hrtem3d.segmentation.segmenter import Segmenter
 from hrtem3d.simulate.scope import ScopeEnvelope
 from hrtem3d.train.loop import split_structures, training_class_weights
@@ -44,21 +46,20 @@ def fit_platt(conf: np.ndarray, correct: np.ndarray, feature: np.ndarray | None 
     """
     z, y = logit(conf), correct.astype(float)
     several = feature is not None and np.ndim(feature) == 2
-    f = np.zeros((len(z), 1)) if feature is None else np.asarray(feature, float).reshape(len(z), -1)
+    f = np.zeros((len(z), 0)) if feature is None else np.asarray(feature, float).reshape(len(z), -1)
+    x = np.column_stack([z, np.ones_like(z), f])
 
-    def nll(p):
-        q = np.clip(expit(p[0] * z + p[1] + f @ p[2:]), 1e-9, 1 - 1e-9)
-        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+    ridge = np.r_[0.0, 0.0, np.full(f.shape[1], 1e-4)]  # keeps the feature terms finite on a few columns
 
-    if feature is None:
-        res = minimize(lambda p: nll([p[0], p[1], 0.0]), x0=[1.0, 0.0], method="Nelder-Mead")
-        return float(res.x[0]), float(res.x[1]), 0.0
-    x0 = [1.0, 0.0] + [0.0] * f.shape[1]
-    res = minimize(nll, x0=x0, method="Nelder-Mead",
-                   options={"maxiter": 2000 * len(x0), "xatol": 1e-5, "fatol": 1e-8})
-    if several:
-        return float(res.x[0]), float(res.x[1]), [float(v) for v in res.x[2:]]
-    return float(res.x[0]), float(res.x[1]), float(res.x[2])
+    def nll(p):  # logistic regression on [logit(conf), 1, features]: convex, with its exact gradient
+        t = x @ p
+        loss = np.mean(np.logaddexp(0, t) - y * t) + ridge @ p**2
+        return loss, x.T @ (expit(t) - y) / len(y) + 2 * ridge * p
+
+    res = minimize(nll, x0=np.r_[1.0, np.zeros(x.shape[1] - 1)], jac=True, method="L-BFGS-B",
+                   options={"maxiter": 1000, "gtol": 1e-8})
+    a, b, c = float(res.x[0]), float(res.x[1]), [float(v) for v in res.x[2:]]
+    return a, b, (c if several else c[0] if c else 0.0)
 
 
 def _validation(data: str | Path) -> tuple:
@@ -125,16 +126,20 @@ def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: flo
     return best[1]
 
 
-def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 60, seed: int = 5,
+def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 300, seed: int = 5,
                       thresholds: dict | None = None, scope: ScopeEnvelope | None = None,
-                      lattice: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw confidence, correct, image features `[n, len(FEATURES)]`) of matched columns on validation
-    structures of `data`, doses drawn across the envelope. The features are those of the whole image
-    (`segmentation.confidence.image_features`: log relative noise, mean logit of every column found)."""
+                      lattice: str | None = None, features: tuple[str, ...] = FEATURES
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw confidence, correct, map features `[n, len(features)]`) of matched columns on validation
+    structures of `data`, doses drawn across the envelope, each image drawn through `scope` (None: at the
+    store's sampling). The features are those of the whole image (`segmentation.confidence.image_features`:
+    log relative noise, mean logit of every column found; with the shift features also the particle's
+    count-to-size ratio and each column's count, `segmentation.confidence.column_features`)."""
     val_idx, n, sampling, groups = _validation(data)
     seg = Segmenter(model_path, contrast="bright", lattice=lattice, contrast_gain=1.0)
     seg.calibration, seg.detection = None, thresholds
     ds = HrtemDataset(data, val_idx, crop=n, seed=seed, augment=False, scope=scope)
+    cation = seg.scheme.species[0]
     conf, ok, feat = [], [], []
     for i in range(n_images):
         k = i % len(val_idx)
@@ -145,19 +150,32 @@ def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 
         m = m[m.pred_row >= 0]
         conf.append(m.confidence.to_numpy(float))
         ok.append(((m.pred_species == m.species) & (m.pred_n == m.n_atoms)).to_numpy())
-        f = image_features(s.columns.confidence.to_numpy(float), noise_level(s.working_image))
-        feat.append(np.tile([f[name] for name in FEATURES], (len(m), 1)))
-    return np.concatenate(conf), np.concatenate(ok), np.concatenate(feat).reshape(-1, len(FEATURES))
+        raw = s.columns.confidence.to_numpy(float)
+        every = column_features(raw, noise_level(s.working_image), count_size_ratio(s.columns),
+                                n_atoms=s.columns.n_atoms.to_numpy(), cation=(s.columns.species == cation).to_numpy(),
+                                names=features)
+        feat.append(every[m.pred_row.to_numpy(int)])
+    return np.concatenate(conf), np.concatenate(ok), np.concatenate(feat).reshape(-1, len(features))
 
 
 def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | None = None,
-                    n_images: int = 60, lattice: str | None = None) -> dict:
+                    n_images: int = 300, lattice: str | None = None, *, extra_data: tuple = (),
+                    through_scope: ScopeEnvelope | None = None, keep_thresholds: bool = False,
+                    shift_features: bool = False) -> dict:
     """Fit the detection thresholds and the confidence map on validation structures; write both
     into the model file (metadata `detection_threshold`, `column_calibration`).
 
+    The thresholds are fitted on `data` as the model meets it (through its own training envelope, if any);
+    `keep_thresholds` keeps the file's instead. The map is fitted on `n_images` validation images of
+    `data` and of each store in `extra_data` (e.g. the same particles with frozen phonons), each drawn as
+    the model meets it and, with `through_scope`, `n_images` more drawn through that microscope envelope:
+    the confidence is then calibrated over what a user does not control, not only over ideal images.
+    `shift_features` adds the particle's count-to-size ratio and each column's count to the map's features
+    (`segmentation.confidence.SHIFT_FEATURES`).
+
     `lattice` ("static", "vibrating" or "auto"; a model with lattice heads): fit them for that reading
     and store them under `calibration_by_lattice[lattice]`, which `Segmenter(lattice=...)` uses; calibrate
-    the static reading on a static store and the vibrating one on a store with frozen phonons.
+    the static reading on a static store, the vibrating one on a store with frozen phonons.
 
     A model file without its training loss weights (`class_weights`, written by `train` since
     2026-11-30) first gets them recomputed from `data` with its training configuration, so that
@@ -165,18 +183,28 @@ def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | 
     """
     model, meta = load_model(model_path)
     meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version")}  # save_model writes these
+    old = (meta.get("calibration_by_lattice", {}).get(lattice, {}) if lattice else meta).get("detection_threshold")
+    if keep_thresholds and not old:
+        raise HrtemError("the model file has no detection thresholds to keep; calibrate it without "
+                         "`keep_thresholds`", param="keep_thresholds")
     if "class_weights" not in meta:
         meta["class_weights"] = training_class_weights(data, meta.get("train_config", {})).tolist()
         model_path = out = out or model_path
         save_model(model_path, model, meta)
     scope = scope_of(meta)
-    thresholds = fit_detection_thresholds(model_path, data, scope=scope, lattice=lattice)
-    conf, ok, feat = calibration_pairs(model_path, data, n_images, scope=scope, lattice=lattice,
-                                       thresholds={"Ce": thresholds["Ce"], "O": thresholds["O"]})
+    thresholds = old if keep_thresholds else fit_detection_thresholds(model_path, data, scope=scope, lattice=lattice)
+    sources = [(store_path, sc) for store_path in (data, *extra_data)
+               for sc in ([scope] + ([through_scope] if through_scope is not None and scope is None else []))]
+    features = ALL_FEATURES if shift_features else FEATURES
+    pairs = [calibration_pairs(model_path, d, n_images, scope=sc, lattice=lattice, features=features,
+                               thresholds={"Ce": thresholds["Ce"], "O": thresholds["O"]}) for d, sc in sources]
+    conf, ok, feat = (np.concatenate([p[j] for p in pairs]) for j in range(3))
     a, b, c = fit_platt(conf, ok, feat)
-    fitted = {"detection_threshold": {**thresholds, "fitted_on": str(data)},
-              "column_calibration": {"a": a, "b": b, "c": c, "features": list(FEATURES), "n_columns": int(len(conf)),
-                                     "fitted_on": str(data), "through_scope": scope is not None}}
+    fitted_on = [str(d) + (" through the microscope envelope" if sc is not None else "") for d, sc in sources]
+    fitted = {"detection_threshold": {**thresholds, "fitted_on": thresholds.get("fitted_on", str(data))},
+              "column_calibration": {"a": a, "b": b, "c": c, "features": list(features), "n_columns": int(len(conf)),
+                                     "fitted_on": "; ".join(fitted_on), "through_scope": scope is not None,
+                                     "calibration_scope": through_scope.to_dict() if through_scope else None}}
     if lattice is None:
         meta.update(fitted)
     else:

@@ -8,8 +8,19 @@ f per-image features. Two features are known:
   the network is of this image as a whole. Under a shift that lowers the lattice contrast (thermal
   diffuse scattering, a diffuse background, vibration) the network is less sure of every column at
   once, and what it claims for one column is then worth less; this feature carries that.
+- `log_ratio` and `abs_log_ratio`: log of the particle's `count_size_ratio` (the mean cation count over
+  what its projected size implies) over the training particles' typical 0.70, signed and unsigned,
+  clipped to +-1 (0 when the particle is too small to judge). A shift that the network does not see as
+  doubt, but that moves every count one way (thermal diffuse scattering or a diffuse background: too
+  thin; residual astigmatism: too thick), moves the ratio away from typical; a map fitted on images
+  drawn through the microscope envelope learns what that is worth (`hrtem3d calibrate --through-scope
+  --shift-features`).
+- per column, `log_n` (log of its atom count) and `is_cation`, and the products of `log_n` with the
+  three image features above (`*_x_log_n`): a shift that takes contrast away costs thick columns more
+  than thin ones, so what the image features say is worth more or less with the column's length.
 
-Model files calibrated before the second feature store `c` as a number (the noise feature alone).
+Model files calibrated before the second feature store `c` as a number (the noise feature alone); a
+map names the features it was fitted with (`features`), so older maps keep their meaning.
 
 Example:
     >>> import numpy as np
@@ -17,9 +28,14 @@ Example:
     >>> float(apply_calibration(np.array([0.5]), a=1.0, b=0.0)[0])
     0.5
     >>> p = np.array([0.9, 0.6])
-    >>> feats = image_features(p, noise=0.1)
+    >>> feats = image_features(p, noise=0.1, ratio=0.35)
     >>> sorted(feats)
-    ['image_logit', 'log_noise']
+    ['abs_log_ratio', 'image_logit', 'log_noise', 'log_ratio']
+    >>> round(feats["log_ratio"], 2)  # half the typical ratio: log(0.5)
+    -0.69
+    >>> f = column_features(p, noise=0.1, ratio=0.35, n_atoms=np.array([1, 4]), cation=np.array([True, False]))
+    >>> f.shape == (2, len(ALL_FEATURES))
+    True
 """
 
 from __future__ import annotations
@@ -27,7 +43,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
+from hrtem3d.segmentation.envelope_check import TYPICAL_RATIO
+
+# The features `evaluate.calibrate` fits by default, and the shift features it can add (`shift_features`); a
+# map names its own (`features`). The shift features lower the ECE under a diffuse background or astigmatism
+# but raise it on ideal images (docs/benchmarks.md, "Thirteenth look"), so they are opt-in.
 FEATURES = ("log_noise", "image_logit")
+SHIFT_FEATURES = ("log_ratio", "abs_log_ratio", "log_n", "is_cation", "image_logit_x_log_n", "log_ratio_x_log_n",
+                  "abs_log_ratio_x_log_n")
+ALL_FEATURES = FEATURES + SHIFT_FEATURES
+LEGACY_FEATURES = ("log_noise", "image_logit")  # a list `c` stored without `features` (2026-12-03 maps)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -35,12 +60,32 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def image_features(raw_confidence: np.ndarray, noise: float) -> dict[str, float]:
-    """The per-image features of the map: `log_noise` (log of the relative pixel noise `noise`) and
-    `image_logit` (mean logit of the raw column confidences `raw_confidence` of the image; 0 without columns)."""
+def image_features(raw_confidence: np.ndarray, noise: float, ratio: float = float("nan")) -> dict[str, float]:
+    """The per-image features of the map: `log_noise` (log of the relative pixel noise `noise`),
+    `image_logit` (mean logit of the raw column confidences `raw_confidence` of the image; 0 without columns),
+    and `log_ratio` / `abs_log_ratio` (log of the particle's `count_size_ratio` `ratio` over the typical
+    0.70, clipped to +-1; 0 when `ratio` is NaN, a particle too small to judge)."""
     raw = np.asarray(raw_confidence, float)
+    r = float(np.clip(np.log(ratio / TYPICAL_RATIO), -1.0, 1.0)) if np.isfinite(ratio) and ratio > 0 else 0.0
     return {"log_noise": float(np.log(max(noise, 1e-6))),
-            "image_logit": float(logit(raw).mean()) if raw.size else 0.0}
+            "image_logit": float(logit(raw).mean()) if raw.size else 0.0,
+            "log_ratio": r, "abs_log_ratio": abs(r)}
+
+
+def column_features(raw_confidence: np.ndarray, noise: float, ratio: float = float("nan"), *,
+                    n_atoms: np.ndarray | None = None, cation: np.ndarray | None = None,
+                    names: tuple[str, ...] | list[str] = ALL_FEATURES) -> np.ndarray:
+    """The map's features `names` for each of an image's columns, `[n_columns, len(names)]`: the image
+    features (`image_features`) on every row, and the column's own (`log_n` from `n_atoms`, at least 1;
+    `is_cation` from the boolean `cation`; their products with the image features)."""
+    raw = np.asarray(raw_confidence, float)
+    img = image_features(raw, noise, ratio)
+    log_n = np.log(np.maximum(np.asarray(n_atoms if n_atoms is not None else np.ones(raw.size), float), 1.0))
+    cols = {**{k: np.full(raw.size, v) for k, v in img.items()}, "log_n": log_n,
+            "is_cation": np.asarray(cation if cation is not None else np.ones(raw.size), float)}
+    for k in ("image_logit", "log_ratio", "abs_log_ratio"):
+        cols[f"{k}_x_log_n"] = img[k] * log_n
+    return np.stack([cols[k] for k in names], axis=1).reshape(raw.size, len(names))
 
 
 def apply_calibration(conf: np.ndarray, a: float, b: float, c: float | list[float] = 0.0,
@@ -64,15 +109,18 @@ def map_terms(calibration: dict) -> tuple[list[float], list[str]]:
     c = calibration.get("c", 0.0)
     if np.ndim(c) == 0:
         return [float(c)], ["log_noise"]
-    return [float(v) for v in c], list(calibration.get("features", FEATURES))
+    return [float(v) for v in c], list(calibration.get("features", LEGACY_FEATURES))
 
 
-def calibrate_columns(raw: np.ndarray, calibration: dict, noise: float) -> np.ndarray:
+def calibrate_columns(raw: np.ndarray, calibration: dict, noise: float, ratio: float = float("nan"), *,
+                      n_atoms: np.ndarray | None = None, cation: np.ndarray | None = None) -> np.ndarray:
     """Apply a model file's `column_calibration` to the raw confidences `raw` of one image's columns.
 
-    `noise` is the working image's relative pixel noise. Handles both forms of the map (see the module doc).
+    `noise` is the working image's relative pixel noise, `ratio` the particle's `count_size_ratio` (NaN:
+    unknown), `n_atoms` and `cation` the columns' counts and whether each is a cation column (needed by
+    maps with column features). Handles every form of the map (see the module doc).
     """
     raw = np.asarray(raw, float)
-    feats = image_features(raw, noise)
     coefs, names = map_terms(calibration)
-    return apply_calibration(raw, calibration["a"], calibration["b"], coefs, np.array([feats[k] for k in names]))
+    feats = column_features(raw, noise, ratio, n_atoms=n_atoms, cation=cation, names=names)
+    return apply_calibration(raw, calibration["a"], calibration["b"], coefs, feats)
