@@ -326,6 +326,17 @@ def test_calibrate_writes_detection_thresholds_that_segment_applies(tiny_model, 
     seg.detection = None
     loose = seg.segment(img, 0.16).columns
     assert len(strict) <= len(loose) and (strict.p_column >= 0.95).all()
+    # the map alone refitted with the shift features: thresholds kept, the map names its features, segment reads it
+    from hrtem3d.segmentation.confidence import ALL_FEATURES
+
+    r = CliRunner().invoke(app, ["calibrate", str(model), "--data", str(tiny_store), "--n-images", "3",
+                                 "--keep-thresholds", "--shift-features"])
+    assert r.exit_code == 0, r.output
+    assert read_metadata(model)["detection_threshold"] == t
+    cal = read_metadata(model)["column_calibration"]
+    assert cal["features"] == list(ALL_FEATURES) and len(cal["c"]) == len(ALL_FEATURES)
+    cols = Segmenter(model, contrast="bright").segment(img, 0.16).columns
+    assert ((cols.confidence > 0) & (cols.confidence < 1)).all()
 
 
 def test_calibrate_refuses_in_one_line_a_missing_store_or_thresholds_it_cannot_keep(tiny_model, ten_store, tmp_path):

@@ -353,7 +353,8 @@ def calibrate(
     through_scope: bool = typer.Option(False, help="Fit the confidence map also on images drawn through the "
                                        "default microscope envelope (support film, residual aberrations, "
                                        "vibration, a diffuse background, MTF; docs/trust.md), so that it stays "
-                                       "calibrated on images the model was not trained for."),
+                                       "calibrated on images the model was not trained for. A model trained "
+                                       "through an envelope is always calibrated through its own."),
     keep_thresholds: bool = typer.Option(False, help="Keep the model's detection thresholds; refit the map only."),
     shift_features: bool = typer.Option(False, help="Also fit the map on how thick the particle reads for its "
                                         "size and on each column's count (with --through-scope: lower ECE under a "
