@@ -349,7 +349,7 @@ def test_calibrate_refuses_in_one_line_a_missing_store_or_thresholds_it_cannot_k
     before = model.read_bytes()
     r = CliRunner().invoke(app, ["calibrate", str(model), "--data", str(ten_store), "--extra-data",
                                  str(tmp_path / "nope.zarr"), "--n-images", "2"])
-    assert r.exit_code == 2 and "nope.zarr does not exist" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "nope.zarr is not an hrtem3d dataset" in r.output and "Traceback" not in r.output
     assert "detection_threshold" not in read_metadata(model)  # a model straight from `train`: none to keep
     r = CliRunner().invoke(app, ["calibrate", str(model), "--data", str(ten_store), "--keep-thresholds",
                                  "--n-images", "2"])
@@ -539,6 +539,8 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
         others = rng.normal(0.0, 1.0, (len(feat), len(features) - 1))  # the other features: no effect
         return conf, ok, np.column_stack([feat, others])
 
+    opened = []
+    monkeypatch.setattr(calibrate.store, "open_store", lambda path: opened.append(str(path)))
     monkeypatch.setattr(calibrate, "load_model", lambda path: (net, dict(meta)))
     monkeypatch.setattr(calibrate, "fit_detection_thresholds", fit_thresholds)
     monkeypatch.setattr(calibrate, "calibration_pairs", pairs)
@@ -586,6 +588,7 @@ def test_calibrate_model_fits_on_the_model_and_store_and_writes_both_into_the_fi
     calibrate.calibrate_model("m.safetensors", "s.zarr", out="o.safetensors", n_images=5, extra_data=("tds.zarr",),
                               through_scope=env, keep_thresholds=True, shift_features=True)
     assert features_asked == [ALL_FEATURES] * 4
+    assert opened[-2:] == ["s.zarr", "tds.zarr"]  # every store checked before any work
     assert [(c[0], c[2], c[4]) for c in calls] == [("pairs", "s.zarr", None), ("pairs", "s.zarr", env),
                                                    ("pairs", "tds.zarr", None), ("pairs", "tds.zarr", env)]
     assert all(c[5] == {"Ce": 0.7, "O": 0.75} for c in calls)

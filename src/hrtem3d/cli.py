@@ -369,10 +369,6 @@ def calibrate(
     from hrtem3d.segmentation.confidence import map_terms
     from hrtem3d.simulate.scope import ScopeEnvelope
 
-    for path in [data, *(extra_data or [])]:
-        if not Path(path).exists():
-            raise HrtemError(f"store {path} does not exist; make one with `hrtem3d simulate {path}`",
-                             param="data")
     c = calibrate_model(model, data, out, n_images, lattice=lattice, extra_data=tuple(extra_data or ()),
                         through_scope=ScopeEnvelope() if through_scope else None, keep_thresholds=keep_thresholds,
                         shift_features=shift_features)

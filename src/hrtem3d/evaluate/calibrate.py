@@ -30,7 +30,14 @@ from hrtem3d.data.normalize import noise_level
 from hrtem3d.errors import HrtemError
 from hrtem3d.evaluate.metrics import match_columns
 from hrtem3d.model.io import load_model, save_model
-from hrtem3d.segmentation.confidence import ALL_FEATURES, FEATURES, apply_calibration, column_features, logit  # noqa: F401
+from hrtem3d.segmentation.confidence import (  # noqa: F401
+    ALL_FEATURES,
+    FEATURES,
+    apply_calibration,
+    column_features,
+    logit,
+    uses_ratio,
+)
 from hrtem3d.segmentation.envelope_check import count_size_ratio
 from hrtem3d.segmentation.segmenter import Segmenter
 from hrtem3d.simulate.scope import ScopeEnvelope
@@ -151,7 +158,8 @@ def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 
         conf.append(m.confidence.to_numpy(float))
         ok.append(((m.pred_species == m.species) & (m.pred_n == m.n_atoms)).to_numpy())
         raw = s.columns.confidence.to_numpy(float)
-        every = column_features(raw, noise_level(s.working_image), count_size_ratio(s.columns),
+        ratio = count_size_ratio(s.columns) if uses_ratio(features) else float("nan")
+        every = column_features(raw, noise_level(s.working_image), ratio,
                                 n_atoms=s.columns.n_atoms.to_numpy(), cation=(s.columns.species == cation).to_numpy(),
                                 names=features)
         feat.append(every[m.pred_row.to_numpy(int)])
@@ -181,6 +189,8 @@ def calibrate_model(model_path: str | Path, data: str | Path, out: str | Path | 
     2026-11-30) first gets them recomputed from `data` with its training configuration, so that
     `find_columns` can undo their bias; `data` must then be the store it was trained on.
     """
+    for path in (data, *extra_data):  # every store checked before any work: one line, nothing written
+        store.open_store(path)
     model, meta = load_model(model_path)
     meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version")}  # save_model writes these
     old = (meta.get("calibration_by_lattice", {}).get(lattice, {}) if lattice else meta).get("detection_threshold")

@@ -88,6 +88,12 @@ def column_features(raw_confidence: np.ndarray, noise: float, ratio: float = flo
     return np.stack([cols[k] for k in names], axis=1).reshape(raw.size, len(names))
 
 
+def uses_ratio(names: tuple[str, ...] | list[str]) -> bool:
+    """Whether a map with these features needs the particle's `count_size_ratio` (only maps fitted with the
+    shift features do; the ratio is not worth computing otherwise)."""
+    return any("ratio" in name for name in names)
+
+
 def apply_calibration(conf: np.ndarray, a: float, b: float, c: float | list[float] = 0.0,
                       feature: float | np.ndarray = 0.0) -> np.ndarray:
     """Calibrated confidence sigma(a * logit(conf) + b + c . feature).

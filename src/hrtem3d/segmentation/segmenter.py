@@ -24,7 +24,7 @@ from hrtem3d.model.io import load_default_model, load_model
 from hrtem3d.model.runtime import make_engine
 from hrtem3d.model.unet import fix_lattice, pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
-from hrtem3d.segmentation.confidence import calibrate_columns, map_terms
+from hrtem3d.segmentation.confidence import calibrate_columns, map_terms, uses_ratio
 from hrtem3d.segmentation.envelope_check import count_size_ratio
 from hrtem3d.segmentation.gain import cap_at_estimated_gain, estimate_gain, parse_gain
 from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
@@ -315,7 +315,7 @@ class Segmenter:
             cols = cols[cols["p_column"] >= need].reset_index(drop=True)
         if self.calibration and len(cols):
             ratio = float("nan")
-            if any("ratio" in name for name in map_terms(self.calibration)[1]):  # a map fitted with shift features
+            if uses_ratio(map_terms(self.calibration)[1]):  # a map fitted with the shift features
                 ratio = count_size_ratio(cols.assign(x_A=cols.x_px * self.pixel_size_A,
                                                      y_A=cols.y_px * self.pixel_size_A))
             cols["confidence"] = calibrate_columns(cols["confidence"].to_numpy(), self.calibration, noise_level(work),
