@@ -27,8 +27,7 @@ def soup(paths: list[str], weights: list[float]) -> tuple[torch.nn.Module, dict]
 
     if len(paths) != len(weights):
         raise SystemExit(f"{len(paths)} models but {len(weights)} weights; give one weight a model")
-    w = torch.tensor(weights, dtype=torch.float64)
-    w = w / w.sum()
+    w = [x / sum(weights) for x in weights]
     nets = [load_model(p, device="cpu") for p in paths]
     base, meta = nets[0]
     if any(n[0].config != base.config for n in nets[1:]):
@@ -37,18 +36,18 @@ def soup(paths: list[str], weights: list[float]) -> tuple[torch.nn.Module, dict]
     mixed = {}
     for k, v in states[0].items():
         if v.is_floating_point():
-            mixed[k] = sum(float(wi) * s[k].double() for wi, s in zip(w, states)).to(v.dtype)
+            mixed[k] = sum(wi * s[k].double() for wi, s in zip(w, states)).to(v.dtype)
         else:  # e.g. BatchNorm's num_batches_tracked
             mixed[k] = v
     base.load_state_dict(mixed)
     meta = {k: v for k, v in meta.items()
             if k not in ("unet", "package_version", "column_calibration", "detection_threshold")}
-    meta["temperature"] = sum(float(wi) * float(m.get("temperature", 1.0)) for wi, (_, m) in zip(w, nets))
+    meta["temperature"] = sum(wi * float(m.get("temperature", 1.0)) for wi, (_, m) in zip(w, nets))
     for _, m in nets[1:]:
         for key in ("scope_envelope", "envelope_source"):
             if key in m and key not in meta:
                 meta[key] = m[key]
-    meta["soup"] = [{"model": p, "weight": float(wi)} for p, wi in zip(paths, w)]
+    meta["soup"] = [{"model": p, "weight": wi} for p, wi in zip(paths, w)]
     return base, meta
 
 
