@@ -14,14 +14,8 @@ from matplotlib.figure import Figure
 
 from hrtem3d.labels.scheme import DEFAULT_SCHEME
 from hrtem3d.viz.colors import class_colors
-from hrtem3d.viz.movie import (
-    depth_traces,
-    event_map,
-    figure2_panel,
-    overlay_frame,
-    select_trace_columns,
-    write_overlay_movie,
-)
+from hrtem3d.viz.movie import overlay_frame, write_overlay_movie
+from hrtem3d.viz.movie_figures import depth_traces, event_map, figure2_panel, select_trace_columns
 
 N = 256
 # (column_id, species, x_px, y_px, n_atoms per frame): away from the label box (top left) and colour bars (top right)

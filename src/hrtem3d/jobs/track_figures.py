@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from hrtem3d.fsutil import save_figure
-from hrtem3d.viz.movie import depth_traces, event_map, figure2_panel, write_overlay_movie
+from hrtem3d.viz.movie import write_overlay_movie
+from hrtem3d.viz.movie_figures import depth_traces, event_map, figure2_panel
 
 MAX_GIF_FRAMES = 240
 
