@@ -46,7 +46,7 @@ def _settings(examples: int) -> settings:
 FUZZ = _settings(30)
 # Each .emd open walks the HDF5 metadata in a separate process (~0.3 s): fewer examples.
 FUZZ_EMD = _settings(12)
-HANG_SECONDS = 60  # longer than hrtem3d.io.checks.HDF5_CHECK_TIMEOUT_S
+HANG_SECONDS = 60  # longer than hrtem3d.io.headers.HDF5_CHECK_TIMEOUT_S
 
 # name -> files (relative to DATA) copied together; the first one is opened.
 EMD_SAMPLES = {

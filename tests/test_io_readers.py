@@ -426,9 +426,9 @@ def test_hdf5_that_hangs_the_hdf5_library_is_refused(tmp_path: Path, monkeypatch
 
     The metadata walk runs in a separate process that is stopped after HDF5_CHECK_TIMEOUT_S.
     """
-    from hrtem3d.io import checks
+    from hrtem3d.io import headers
 
-    monkeypatch.setattr(checks, "HDF5_CHECK_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(headers, "HDF5_CHECK_TIMEOUT_S", 3.0)
     raw = bytearray((DATA / "emd/example_image.emd").read_bytes())
     raw[2400] = 0o202
     raw[5654:5658] = b"\x7f\xff\xff\xff"

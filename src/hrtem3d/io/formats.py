@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hrtem3d.errors import HrtemError
-from hrtem3d.io import checks
+from hrtem3d.io import headers
 from hrtem3d.io.checks import is_time, is_unitless, one_line
 from hrtem3d.io.signals import (
     Signal,
@@ -80,17 +80,17 @@ def _signals_from_rsciio(result: list[dict], data_file: Path, *, compressed: boo
 
 
 def read_dm(path: Path) -> tuple[list[Signal], str]:
-    checks.precheck_dm(path)
+    headers.precheck_dm(path)
     return _signals_from_rsciio(_rsciio_read("digitalmicrograph", path), path), ""
 
 
 def read_mrc(path: Path) -> tuple[list[Signal], str]:
-    checks.precheck_mrc(path)
+    headers.precheck_mrc(path)
     return _signals_from_rsciio(_rsciio_read("mrc", path), path), ""
 
 
 def read_emd(path: Path) -> tuple[list[Signal], str]:
-    names, attrs = checks.precheck_hdf5(path)
+    names, attrs = headers.precheck_hdf5(path)
     if "Data" in names and "Version" in names:
         flavour = "Velox"
     elif "version_major" in attrs:
@@ -117,19 +117,19 @@ def read_tia(path: Path) -> tuple[list[Signal], str]:
                 "found beside it: keep the .emi and its _N.ser files together"
             )
         for ser in sers:
-            checks.precheck_ser(ser)
+            headers.precheck_ser(ser)
         signals = _signals_from_rsciio(_rsciio_read("tia", path), path)
         if not signals:
             raise HrtemError(f"{path.name}: its .ser files hold no data that could be read")
         return signals, ""
-    checks.precheck_ser(path)
+    headers.precheck_ser(path)
     match = _SER_NAME.match(path.name)
     emi = path.parent / f"{match.group('stem')}.emi" if match else None
     if emi is not None and emi.is_file():
         # The .emi says whether the .ser holds an image or a diffraction pattern; read through it.
         try:
             for ser in _tia_ser_files(emi):
-                checks.precheck_ser(ser)
+                headers.precheck_ser(ser)
             signals = _signals_from_rsciio(_rsciio_read("tia", emi), emi)
         except HrtemError:
             signals = []
