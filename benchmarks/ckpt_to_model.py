@@ -2,7 +2,10 @@
 
 The weights come from the checkpoint; the metadata from the shipped model (class scheme, pixel size),
 with the run's input normalisation, class weights, configuration and history. The result is
-uncalibrated: run `hrtem3d calibrate` on it before reading its confidences.
+uncalibrated (no confidence map and no detection thresholds, so every peak is kept): run `hrtem3d
+calibrate` on it before reading its confidences or its recall and precision. (Until 2026-12-05 the
+shipped model's detection thresholds were kept by mistake: snapshots measured before then were read
+with v2's Ce 0.85 / O 0.80.)
 
     .venv/bin/python benchmarks/ckpt_to_model.py run.safetensors.ckpt snapshot.safetensors --data train.zarr
 """
@@ -28,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(ck["model"])
     cfg = json.loads(ck["config_json"])
-    meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version", "column_calibration", "detection")}
+    dropped = ("unet", "package_version", "column_calibration", "detection_threshold", "calibration_by_lattice")
+    meta = {k: v for k, v in meta.items() if k not in dropped}
     meta.update(normalization=cfg.get("normalization", meta.get("normalization")), train_config=cfg,
                 class_weights=training_class_weights(a.data, cfg).tolist(), history=json.loads(ck["history_json"]))
     save_model(a.out, model, meta)
