@@ -65,3 +65,28 @@ def test_models_of_different_networks_are_refused(tmp_path):
         soup.soup([str(a), str(b)], [0.5, 0.5])
     with pytest.raises(SystemExit, match="one weight a model"):
         soup.soup([str(a), str(a)], [1.0])
+
+
+def test_a_layer_wise_soup_takes_each_prefix_from_its_own_weights(tmp_path):
+    a, b = _net(0, tmp_path, "a", 1.0), _net(1, tmp_path, "b", 1.0)
+    out = tmp_path / "layers.safetensors"
+    # everything from a, the first encoder level from b, its first conv's weight half and half
+    soup.main([str(a), str(b), "--weights", "1,0", "--layer", "down.0.=0,1", "--layer", "down.0.body.0.=1,1",
+               "--out", str(out)])
+    mixed = load_model(out, device="cpu")[0].state_dict()
+    sa, sb = load_model(a, device="cpu")[0].state_dict(), load_model(b, device="cpu")[0].state_dict()
+    floats = [k for k, v in sa.items() if v.is_floating_point()]
+    first = [k for k in floats if k.startswith("down.0.")]
+    assert first and len(first) < len(floats)
+    for k in floats:
+        if k.startswith("down.0.body.0."):
+            expected = 0.5 * sa[k] + 0.5 * sb[k]
+        elif k.startswith("down.0."):
+            expected = sb[k]
+        else:
+            expected = sa[k]
+        torch.testing.assert_close(mixed[k], expected)
+    with pytest.raises(SystemExit, match="no tensor of the network starts with"):
+        soup.soup([str(a), str(b)], [1.0, 0.0], {"encoder.9.": [0.0, 1.0]})
+    with pytest.raises(SystemExit, match="for down.0."):
+        soup.soup([str(a), str(b)], [1.0, 0.0], {"down.0.": [1.0]})
