@@ -80,16 +80,19 @@ def _signals_from_rsciio(result: list[dict], data_file: Path, *, compressed: boo
 
 
 def read_dm(path: Path) -> tuple[list[Signal], str]:
+    """Signals of a Gatan DM3/DM4 file (header guarded first) and its format flavour ('')."""
     headers.precheck_dm(path)
     return _signals_from_rsciio(_rsciio_read("digitalmicrograph", path), path), ""
 
 
 def read_mrc(path: Path) -> tuple[list[Signal], str]:
+    """Signals of an MRC file (header guarded first) and its format flavour ('')."""
     headers.precheck_mrc(path)
     return _signals_from_rsciio(_rsciio_read("mrc", path), path), ""
 
 
 def read_emd(path: Path) -> tuple[list[Signal], str]:
+    """Signals of an EMD file (HDF5 walked first) and its flavour: 'Velox', 'Berkeley/NCEM' or ''."""
     names, attrs = headers.precheck_hdf5(path)
     if "Data" in names and "Version" in names:
         flavour = "Velox"
@@ -109,6 +112,7 @@ def _tia_ser_files(emi: Path) -> list[Path]:
 
 
 def read_tia(path: Path) -> tuple[list[Signal], str]:
+    """Signals of a TIA .emi or .ser (read through the .emi beside a .ser when there is one) and a note."""
     if path.suffix.lower() == ".emi":
         sers = _tia_ser_files(path)
         if not sers:
@@ -157,7 +161,9 @@ def _close_tiff_handles(result: list[dict]) -> None:
 
 
 @dataclass
-class _TiffInfo:
+class TiffInfo:
+    """What tifffile says of a TIFF's first series: shape, axes letters, dtype, compression, flags, ImageJ tags."""
+
     shape: tuple[int, ...]
     axes: str
     dtype: np.dtype
@@ -167,6 +173,7 @@ class _TiffInfo:
 
 
 def tiff_opener(path: Path, ndim: int) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """A context manager factory that opens the TIFF's pixels lazily (tifffile as zarr) as ``[frame, y, x]``."""
     @contextlib.contextmanager
     def opener() -> Iterator[Any]:
         import tifffile
@@ -246,7 +253,8 @@ def _tiff_data_end(series: Any) -> int:
     return end
 
 
-def read_tiff(path: Path) -> tuple[list[Signal], str, _TiffInfo]:
+def read_tiff(path: Path) -> tuple[list[Signal], str, TiffInfo]:
+    """The TIFF's one signal (shape, calibration; pixels come later from :func:`tiff_opener`), flags, layout."""
     import tifffile
 
     try:
@@ -257,7 +265,7 @@ def read_tiff(path: Path) -> tuple[list[Signal], str, _TiffInfo]:
                 )
             series = tif.series[0]
             keyframe = series.keyframe
-            info = _TiffInfo(
+            info = TiffInfo(
                 shape=tuple(int(s) for s in series.shape),
                 axes=str(series.axes),
                 dtype=np.dtype(series.dtype),
@@ -346,6 +354,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 
 
 def read_npy(path: Path) -> tuple[list[Signal], str, Callable[[], contextlib.AbstractContextManager[Any]]]:
+    """A .npy file's one signal (from its header), '' and an opener that memory-maps it."""
     shape, fortran, dtype, offset = _npy_header(path)
     if dtype.hasobject:
         raise HrtemError(
@@ -375,6 +384,7 @@ def read_npy(path: Path) -> tuple[list[Signal], str, Callable[[], contextlib.Abs
 
 
 def dask_opener(data: Any, path: Path) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """An opener for a lazy (dask) array from rosettasciio, as ``[frame, y, x]``."""
     arr3d = data[None] if len(data.shape) == 2 else data
 
     @contextlib.contextmanager

@@ -48,12 +48,14 @@ def quiet() -> Iterator[None]:
 
 
 def materialise(block: Any) -> np.ndarray:
+    """A lazy block (dask, zarr, memmap slice) as a numpy array, computed in this thread."""
     if hasattr(block, "compute"):
         block = block.compute(scheduler="synchronous")
     return np.asarray(block)
 
 
 def read_block(path: Path, arr: Any, first: int, last: int) -> np.ndarray:
+    """Frames ``first..last-1`` of ``arr`` as float32 ``[k, ny, nx]``; a library failure becomes HrtemError."""
     try:
         with quiet():
             block = materialise(arr[first:last])
@@ -89,6 +91,7 @@ class Signal:
 
 
 def title_of(sig: dict) -> str:
+    """A signal's title (rosettasciio metadata ``General.title`` or the original file name), or ''."""
     md = sig.get("metadata") or {}
     general = md.get("General", {}) if isinstance(md, dict) else {}
     title = general.get("title") or general.get("original_filename") or ""
@@ -96,6 +99,7 @@ def title_of(sig: dict) -> str:
 
 
 def signal_type_of(sig: dict) -> str:
+    """A signal's ``Signal.signal_type`` from rosettasciio metadata (e.g. 'EELS'), or ''."""
     md = sig.get("metadata") or {}
     signal = md.get("Signal", {}) if isinstance(md, dict) else {}
     return str(signal.get("signal_type") or "")
@@ -181,6 +185,7 @@ def what_it_holds(sig: Signal) -> str | None:
 
 @dataclass
 class Calibration:
+    """A file's pixel size in Å, or None with the reason why not (and a warning, e.g. non-square pixels)."""
     pixel_size_A: float | None  # None when the file has no usable calibration
     problem: str  # why not, for the error message
     warning: str = ""
@@ -206,6 +211,7 @@ def _axis_length_A(axis: dict) -> tuple[float | None, str]:
 
 
 def pixel_calibration(y_axis: dict, x_axis: dict) -> Calibration:
+    """The pixel size in Å from the image's two axes (the x axis; a warning when y differs by > 1 %)."""
     x_A, x_problem = _axis_length_A(x_axis)
     y_A, _ = _axis_length_A(y_axis)
     if x_A is None:
@@ -219,6 +225,7 @@ def pixel_calibration(y_axis: dict, x_axis: dict) -> Calibration:
 
 
 def frame_interval(axis: dict) -> float | None:
+    """Time between frames in s from a stack's frame axis, or None when it has no time unit."""
     try:
         scale = float(axis.get("scale", float("nan")))
     except (TypeError, ValueError):

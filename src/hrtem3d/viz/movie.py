@@ -82,6 +82,7 @@ def species_color(scheme: ClassScheme, species: str):
 
 
 def robust_limits(image: np.ndarray) -> tuple[float, float]:
+    """Display limits of an image: its 0.5th and 99.5th percentiles of finite values."""
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         return 0.0, 1.0
