@@ -19,7 +19,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hrtem3d.model.io import load_default_model, save_model
+    from hrtem3d.model.io import CALIBRATION_KEYS, load_default_model, save_model
     from hrtem3d.train.loop import training_class_weights
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(ck["model"])
     cfg = json.loads(ck["config_json"])
-    dropped = ("unet", "package_version", "column_calibration", "detection_threshold", "calibration_by_lattice")
-    meta = {k: v for k, v in meta.items() if k not in dropped}
+    meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version", *CALIBRATION_KEYS)}
     meta.update(normalization=cfg.get("normalization", meta.get("normalization")), train_config=cfg,
                 class_weights=training_class_weights(a.data, cfg).tolist(), history=json.loads(ck["history_json"]))
     save_model(a.out, model, meta)

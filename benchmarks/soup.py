@@ -43,7 +43,7 @@ def soup(paths: list[str], weights: list[float],
     ``layers`` maps a tensor-name prefix (e.g. ``"down.0."``) to its own weights; the longest prefix
     that matches a tensor's name wins, and tensors no prefix matches take ``weights``.
     """
-    from hrtem3d.model.io import load_model
+    from hrtem3d.model.io import CALIBRATION_KEYS, load_model
 
     w = _normalised(weights, len(paths), "")
     per_layer = {k: _normalised(v, len(paths), f" for {k}") for k, v in (layers or {}).items()}
@@ -65,8 +65,7 @@ def soup(paths: list[str], weights: list[float],
         else:  # e.g. BatchNorm's num_batches_tracked
             mixed[k] = v
     base.load_state_dict(mixed)
-    meta = {k: v for k, v in meta.items()
-            if k not in ("unet", "package_version", "column_calibration", "detection_threshold")}
+    meta = {k: v for k, v in meta.items() if k not in ("unet", "package_version", *CALIBRATION_KEYS)}
     meta["temperature"] = sum(wi * float(m.get("temperature", 1.0)) for wi, (_, m) in zip(w, nets))
     for _, m in nets[1:]:
         for key in ("scope_envelope", "envelope_source"):

@@ -29,7 +29,8 @@ def _net(seed: int, tmp: Path, name: str, temperature: float, config: UNetConfig
     path = tmp / f"{name}.safetensors"
     save_model(path, net, {"temperature": temperature, "normalization": "relative",
                            "detection_threshold": {"Ce": 0.8, "O": 0.7},
-                           "column_calibration": {"a": 1.0, "b": 0.0, "c": 0.0}})
+                           "column_calibration": {"a": 1.0, "b": 0.0, "c": 0.0},
+                           "calibration_by_lattice": {"static": {"detection_threshold": {"Ce": 0.9, "O": 0.9}}}})
     return path
 
 
@@ -48,6 +49,7 @@ def test_the_soup_is_the_weighted_mean_of_every_float_tensor(tmp_path):
     assert [s["weight"] for s in meta["soup"]] == pytest.approx([0.25, 0.75])
     # the parents' calibration does not describe the soup: it must be calibrated afresh
     assert "detection_threshold" not in meta and "column_calibration" not in meta
+    assert "calibration_by_lattice" not in meta  # a lattice reading's own thresholds would be preferred
 
 
 def test_a_soup_of_one_weight_is_that_model(tmp_path):

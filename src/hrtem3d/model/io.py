@@ -26,6 +26,9 @@ from hrtem3d.model.unet import UNet, UNetConfig, pick_device
 
 FORMAT = "hrtem3d-model"
 FORMAT_VERSION = 1
+#: Metadata that `hrtem3d calibrate` fits for one network's weights (thresholds, confidence map, and each
+#: lattice reading's own): a file whose weights change (a checkpoint snapshot, a soup) must drop them.
+CALIBRATION_KEYS = ("column_calibration", "detection_threshold", "calibration_by_lattice")
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 
