@@ -146,6 +146,11 @@ def split_reading(model: str) -> tuple[str, str | None]:
 
 def model_name(model: str) -> str:
     """A model's name in the tables: "default", or the file's stem with "@READING" when one is asked for."""
+    from lattice_route import is_route
+
+    if is_route(model):  # a routed pair: named by its gate's file
+        parts = model.split("=", 1)[1].split(",")
+        return "route:" + Path(parts[0]).stem + (f"@{parts[3]}" if len(parts) > 3 else "")
     path, reading = split_reading(model)
     return ("default" if path == "default" else Path(path).stem) + (f"@{reading}" if reading else "")
 
@@ -153,8 +158,12 @@ def model_name(model: str) -> str:
 def load_segmenter(model: str, threads: int, backend: str = "auto"):
     """`Segmenter` for a model path (`PATH@READING` for one reading of a model with lattice heads) or
     "default" (the shipped model); registers "mean/std" if needed."""
+    from lattice_route import RoutedSegmenter, is_route
+
     from hrtem3d.segmentation.segmenter import Segmenter
 
+    if is_route(model):  # route=GATE,STATIC,VIBRATING (lattice_route.py)
+        return RoutedSegmenter(model, threads=threads)
     model, reading = split_reading(model)
     path = None if model == "default" else model
     if path is not None:
@@ -193,7 +202,8 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
             seg.set_contrast(seg.contrast)  # each image a new input, as `hrtem3d segment` on separate files
             cols = seg.segment(image, px).columns
             m, n_pred, warned = seen_by_user(truth, cols, env)
-            by.setdefault((name, dose), []).append((m, n_pred, warned))
+            routed = getattr(seg, "p_vibrating", None)  # a routed pair: did this image go to the vibrating reader?
+            by.setdefault((name, dose), []).append((m, n_pred, warned, routed[-1] > seg.threshold if routed else None))
             _keep_confidence(name, folder.name, m)
         ce = truth[truth["species"] == "Ce"]
         oracle = intensity_oracle(image, truth, px)
@@ -205,6 +215,8 @@ def run_set(folder: Path, segs: dict, n_particles: int, doses: list[float] | Non
         else:
             res = metrics(pd.concat([i[0] for i in items], ignore_index=True), sum(i[1] for i in items))
             res["warn"] = float(np.mean([i[2] for i in items]))
+            if items[0][3] is not None:
+                res["routed_vibrating"] = float(np.mean([i[3] for i in items]))
         rows.append({"model": name, "set": folder.name, "dose": dose, "n_images": len(items), **res})
     return rows
 
@@ -226,8 +238,9 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
     rows, oracle = [], {}
     for name, model in models.items():
         path, reading = split_reading(model)
-        norm = None if path == "default" else read_metadata(path).get("normalization")
-        via = "cli" if _cli_knows(norm) else "in-process"
+        route = model.startswith("route=")
+        norm = None if path == "default" or route else read_metadata(path).get("normalization")
+        via = "cli" if _cli_knows(norm) and not route else "in-process"
         with tempfile.TemporaryDirectory() as tmp:
             if via == "cli":
                 cmd = [str(CLI), "segment", *images, "--pixel-size", f"{px}", "--out", tmp, "--no-progress"]
@@ -235,7 +248,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
                 cmd += ["--backend", (backends or {}).get(name, "auto")] + (["--lattice", reading] if reading else [])
                 subprocess.run(cmd, check=True, capture_output=True, text=True)
             else:
-                print(f"  {name}: `hrtem3d segment` cannot load a {norm!r} model yet; segmenting in this process")
+                print(f"  {name}: segmenting in this process ({'a routed pair' if route else repr(norm) + ' model'})")
                 for case in cases:
                     cols = segs[name].segment(tifffile.imread(folder / case["image"]).astype(np.float32), px).columns
                     (Path(tmp) / Path(case["image"]).stem).mkdir()

@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import relative_contrast
 from hrtem3d.model.io import load_model
 from hrtem3d.model.unet import UNet, attention_pool
+from hrtem3d.simulate.scope import ScopeEnvelope
 
 
 class VibrationClassifier(nn.Module):
@@ -45,6 +47,23 @@ class VibrationClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(attention_pool(self.unet.encode(x)[-1], self.pool))[:, 0]
+
+
+DECODER = ("unet.up_blocks.", "unet.ups.", "unet.head.")  # what the classifier never runs
+
+
+def encoder_state(net: VibrationClassifier) -> dict[str, torch.Tensor]:
+    """The tensors the classifier uses (the U-Net's decoder left out): what `--out` saves."""
+    return {k: v.contiguous() for k, v in net.state_dict().items() if not k.startswith(DECODER)}
+
+
+def load_classifier(net: VibrationClassifier, path: str | Path) -> VibrationClassifier:
+    """Load a saved classifier into `net` (built on the same architecture); only the decoder may be absent."""
+    missing, unexpected = net.load_state_dict(load_file(str(path)), strict=False)
+    if unexpected or any(not k.startswith(DECODER) for k in missing):
+        raise ValueError(f"{path} is not a classifier of this architecture: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    return net
 
 
 def batch(ds: HrtemDataset, idx: list[int], structures: list[int] | None = None):
@@ -71,26 +90,42 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--doses", default="300,1000,5000")
     ap.add_argument("--n-test", type=int, default=48, help="crops per store and dose")
+    ap.add_argument("--scope", action="store_true",
+                    help="train through the default microscope envelope without its background (as the envelope "
+                         "fine-tunes were), so the classifier meets films, aberrations, vibration, MTF and native "
+                         "pixel sizes")
+    ap.add_argument("--workers", type=int, default=0, help="data-loader processes")
+    ap.add_argument("--out", type=Path, help="save the classifier (safetensors) for `lattice_route.py`")
+    ap.add_argument("--resume", type=Path, help="continue from a classifier saved with --out (same --init)")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
     unet, _ = load_model(args.init, "cpu")
     net = VibrationClassifier(unet).train()
-    train = HrtemDataset(args.store, crop=256, samples_per_epoch=10**6, seed=11)
+    if args.resume:
+        load_classifier(net, args.resume)
+    scope = ScopeEnvelope(background=(0.0, 0.0)) if args.scope else None
+    train = HrtemDataset(args.store, crop=256, samples_per_epoch=args.steps * args.batch,
+                         seed=12 if args.resume else 11, scope=scope,
+                         lattice_label=True)
+    loader = iter(torch.utils.data.DataLoader(train, batch_size=args.batch, num_workers=args.workers))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     t0, losses = time.time(), []
     for step in range(args.steps):
-        x, y = batch(train, list(range(step * args.batch, (step + 1) * args.batch)))
+        x, _, _, y = next(loader)
         loss = nn.functional.binary_cross_entropy_with_logits(net(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if (step + 1) % 100 == 0:
+        if (step + 1) % 100 == 0 or step + 1 == args.steps:
             print(f"step {step + 1}: loss {np.mean(losses[-100:]):.3f} ({time.time() - t0:.0f} s)", flush=True)
     net.eval()
+    if args.out:
+        save_file(encoder_state(net), str(args.out),
+                  metadata={"init": str(args.init), "steps": str(args.steps), "scope": str(bool(args.scope))})
     rows = []
     for dose in [float(d) for d in args.doses.split(",")]:
         ps, ys = [], []
