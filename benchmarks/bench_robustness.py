@@ -146,11 +146,11 @@ def split_reading(model: str) -> tuple[str, str | None]:
 
 def model_name(model: str) -> str:
     """A model's name in the tables: "default", or the file's stem with "@READING" when one is asked for."""
-    from lattice_route import is_route
+    from lattice_route import is_route, parse_route
 
     if is_route(model):  # a routed pair: named by its gate's file
-        parts = model.split("=", 1)[1].split(",")
-        return "route:" + Path(parts[0]).stem + (f"@{parts[3]}" if len(parts) > 3 else "")
+        gate, _, _, threshold = parse_route(model)
+        return "route:" + Path(gate).stem + (f"@{threshold:g}" if threshold is not None else "")
     path, reading = split_reading(model)
     return ("default" if path == "default" else Path(path).stem) + (f"@{reading}" if reading else "")
 
@@ -227,6 +227,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
     its own score.py (which scores every image it finds). A model the CLI cannot load yet (normalization
     "mean/std") is run in this process through its `Segmenter` instead, and its rows say so."""
     import tifffile
+    from lattice_route import is_route
 
     from hrtem3d.model.io import read_metadata
     from hrtem3d.segmentation.envelope_check import check_envelope
@@ -238,7 +239,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
     rows, oracle = [], {}
     for name, model in models.items():
         path, reading = split_reading(model)
-        route = model.startswith("route=")
+        route = is_route(model)
         norm = None if path == "default" or route else read_metadata(path).get("normalization")
         via = "cli" if _cli_knows(norm) and not route else "in-process"
         with tempfile.TemporaryDirectory() as tmp:

@@ -40,6 +40,13 @@ def is_route(spec: str) -> bool:
     return spec.startswith(PREFIX)
 
 
+def parse_route(spec: str) -> tuple[str, str, str, float | None]:
+    """`route=GATE,STATIC,VIBRATING[,THRESHOLD]` into its gate, its two readers and its threshold (None if
+    not given)."""
+    gate, static, vibrating, *rest = spec[len(PREFIX):].split(",")
+    return gate, static, vibrating, float(rest[0]) if rest else None
+
+
 class VibrationGate:
     """p(vibrating) of one normalised working image, from a `tds_identifiability.py --out` file."""
 
@@ -47,6 +54,7 @@ class VibrationGate:
         from safetensors import safe_open
         from tds_identifiability import VibrationClassifier, load_classifier
 
+        from hrtem3d.data.normalize import normalizer
         from hrtem3d.model.io import load_model, read_metadata
 
         with safe_open(str(path), "pt") as f:
@@ -55,13 +63,22 @@ class VibrationGate:
             torch.set_num_threads(threads)
         unet, _ = load_model(init, "cpu")  # the architecture (its weights are replaced below)
         self.net = load_classifier(VibrationClassifier(unet), path).eval()
-        self.meta = read_metadata(init)
+        meta = read_metadata(init)
+        self.pixel_size_A = float(meta["pixel_size_A"])
+        self.normalize = normalizer(meta.get("normalization", "median/MAD"))  # as `Segmenter` reads it
 
     @torch.inference_mode()
     def __call__(self, work: np.ndarray) -> float:
         ny, nx = (s - s % 16 for s in work.shape)  # the encoder halves four times
         x = torch.from_numpy(np.ascontiguousarray(work[:ny, :nx], np.float32))[None, None]
         return float(torch.sigmoid(self.net(x))[0])
+
+    def p_of(self, image: np.ndarray, pixel_size_A: float) -> float:
+        """p(vibrating) of an image as recorded, through `segment`'s resampling and normalisation."""
+        from hrtem3d.data.resample import to_working_grid
+
+        work, _ = to_working_grid(np.asarray(image, np.float32), pixel_size_A, self.pixel_size_A)
+        return self(self.normalize(work))
 
 
 class RoutedSegmenter:
@@ -70,27 +87,23 @@ class RoutedSegmenter:
     def __init__(self, spec: str, threads: int = 2, threshold: float = 0.5) -> None:
         from bench_robustness import load_segmenter
 
-        gate, static, vibrating, *rest = spec[len(PREFIX):].split(",")
+        gate, static, vibrating, given = parse_route(spec)
         self.gate = VibrationGate(gate, threads)
         self.static = load_segmenter(static, threads)
         self.vibrating = load_segmenter(vibrating, threads)
-        self.threshold = float(rest[0]) if rest else threshold
-        self.contrast = self.static.contrast
+        self.threshold = threshold if given is None else given
         self.p_vibrating: list[float] = []  # one per image segmented
+
+    @property
+    def contrast(self) -> str:
+        return self.static.contrast
 
     def set_contrast(self, contrast: str, gain=None) -> None:
         self.static.set_contrast(contrast, gain)
         self.vibrating.set_contrast(contrast, gain)
-        self.contrast = contrast
-
-    def p_of(self, image: np.ndarray, pixel_size_A: float) -> float:
-        from hrtem3d.data.resample import to_working_grid
-
-        work, _ = to_working_grid(np.asarray(image, np.float32), pixel_size_A, self.static.pixel_size_A)
-        return self.gate(self.static.normalize(work))
 
     def segment(self, image: np.ndarray, pixel_size_A: float, frame: int = 0, *, gain: float | None = None):
-        p = self.p_of(image, pixel_size_A)
+        p = self.gate.p_of(image, pixel_size_A)
         self.p_vibrating.append(p)
         seg = self.vibrating if p > self.threshold else self.static
         return seg.segment(image, pixel_size_A, frame, gain=gain)
@@ -102,7 +115,6 @@ def main() -> None:
     from bench_robustness import set_cases
 
     from hrtem3d.data.dataset import HrtemDataset
-    from hrtem3d.data.normalize import relative_contrast
     from hrtem3d.simulate.optics import blur, shot_noise
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -116,8 +128,6 @@ def main() -> None:
     ap.add_argument("--doses", default="300,1000,5000")
     a = ap.parse_args()
     gate = VibrationGate(a.gate, threads=2)
-    from hrtem3d.data.resample import to_working_grid
-
     rows = []
 
     def add(source: str, dose: float, ps: list[float]) -> None:
@@ -142,15 +152,13 @@ def main() -> None:
                 full = ds.bank.intensity(ds.bank.spectra[i % n], d["optics"])
                 lam = np.clip(full, 0, None) * np.float32(d["detector"].dose_e_per_A2 * ds.sampling_A ** 2)
                 counts = blur(shot_noise(lam, np.random.default_rng(i)), d["detector"], ds.sampling_A)
-                ps.append(gate(relative_contrast(counts)))
+                ps.append(gate(gate.normalize(counts)))
             add(name, dose, ps)
     if a.robust:
         for s in a.sets.split(","):
             by: dict = {}
             for case, image, _ in set_cases(a.robust / s, a.n):
-                px = case["pixel_size_angstrom"]
-                work, _ = to_working_grid(image, px, float(gate.meta["pixel_size_A"]))
-                by.setdefault(case["dose_e_per_A2"], []).append(gate(relative_contrast(work)))
+                by.setdefault(case["dose_e_per_A2"], []).append(gate.p_of(image, case["pixel_size_angstrom"]))
             for dose, ps in sorted(by.items()):
                 add(f"robust {s}", dose, ps)
     if a.independent:
@@ -161,8 +169,7 @@ def main() -> None:
         by = {}
         for case in meta["cases"]:
             img = tifffile.imread(a.independent / case["image"]).astype(np.float32)
-            work, _ = to_working_grid(img, px, float(gate.meta["pixel_size_A"]))
-            by.setdefault(case["dose_e_per_A2"], []).append(gate(relative_contrast(work)))
+            by.setdefault(case["dose_e_per_A2"], []).append(gate.p_of(img, px))
         for dose, ps in sorted(by.items()):
             add("independent", dose, ps)
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))

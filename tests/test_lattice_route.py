@@ -50,7 +50,7 @@ def test_each_image_goes_to_the_reader_its_gate_chooses(gate_file, tiny_model, t
     pd.testing.assert_frame_equal(got, want)
     assert len(routed.p_vibrating) == 1 and 0.0 < routed.p_vibrating[0] < 1.0
     # the same image gets the same answer: the gate is deterministic and sees segment's working image
-    assert routed.p_of(image, 0.16) == pytest.approx(routed.p_vibrating[0])
+    assert routed.gate.p_of(image, 0.16) == pytest.approx(routed.p_vibrating[0])
 
 
 def test_a_routed_pair_is_named_by_its_gate_and_threshold(gate_file, tiny_model):
