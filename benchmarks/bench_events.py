@@ -8,11 +8,13 @@ Baseline in the same run: the expected depth alone (no intensity series) at thre
 
     .venv/bin/python benchmarks/bench_events.py --seeds 20-29 --thresholds 40 50 60 [--model M.safetensors]
         [--frozen-phonons 4 --work /tmp/bench_events_tds]   # movies with thermal diffuse scattering
+        [--lattice auto]                                     # the shipped pair, routed once per movie
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -40,10 +42,12 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model file (default: the shipped model)")
     ap.add_argument("--frozen-phonons", type=int, default=0,
                     help="frozen-phonon configurations of the simulated movies (0 = static lattice; use a new --work)")
+    ap.add_argument("--lattice", default=None, help="the reading (static, vibrating, auto: routed once per movie by "
+                                                    "the shipped gate; default: the model's own)")
     a = ap.parse_args()
     scheme = model_scheme(a.model)
-    settings = TrackSettings(model=a.model)
-    tag = "track" if a.model is None else "track_" + Path(a.model).stem
+    settings = TrackSettings(model=a.model, lattice=a.lattice)
+    tag = ("track" if a.model is None else "track_" + Path(a.model).stem) + (f"_{a.lattice}" if a.lattice else "")
     movies = []
     for seed in seeds_of(a.seeds):
         out = Path(a.work) / f"seed{seed}"
@@ -54,6 +58,9 @@ def main() -> None:
         src = open_image(out / "movie.tif")
         cols, frames, drift, _ = gather_parts(out / tag, 0, src.n_frames, settings.chunk)
         movies.append((seed, src, cols, frames, drift, pd.read_csv(out / "truth_events.csv")))
+        trust = json.loads((out / tag / "trust.json").read_text())
+        if "p_vibrating" in trust:
+            print(f"seed {seed}: read as {trust['lattice_reading']} (p_vibrating {trust['p_vibrating']:.2f})")
     runs = [("expected depth alone (baseline)", 40.0, False)] + [("depth + intensity", t, True)
                                                                   for t in a.thresholds]
     print(f"{len(movies)} movies (seeds {a.seeds}), {sum(len(m[5]) for m in movies)} true column changes")

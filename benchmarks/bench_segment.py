@@ -35,6 +35,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--backend", action="append", default=None)
     ap.add_argument("--margin", action="append", type=int, default=[], help="extra vacuum margins (pixels)")
+    ap.add_argument("--lattice", action="append", default=[],
+                    help="also time the first backend with this reading of the shipped pair (auto: the gate's pass "
+                         "included)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from bench_track import make_movie
@@ -55,6 +58,9 @@ def main() -> None:
     first = backends[0]
     segs[f"{first}, whole frame"] = Segmenter(a.model, contrast="bright", backend=first, threads=a.threads,
                                               skip_vacuum=False)
+    for r in a.lattice:
+        segs[f"{first}, lattice {r}"] = Segmenter(a.model, contrast="bright", backend=first, threads=a.threads,
+                                                  lattice=r)
     for m in a.margin:
         segs[f"{first}, margin {m} px"] = Segmenter(a.model, contrast="bright", backend=first, threads=a.threads,
                                                     vacuum_margin=m)

@@ -8,8 +8,9 @@ and the image goes to the static reader (the shipped model) or to the vibrating 
 vibrating lattices, or the vibrating reading of a model with lattice heads) by p(vibrating) > threshold.
 One gate pass (the encoder alone) and one counting pass per image.
 
-Used by the benchmarks as a model spec, `route=GATE,STATIC,VIBRATING[,THRESHOLD]` (each model a path,
-"default", or PATH@READING; the threshold on p(vibrating) 0.5 unless given), e.g.
+The shipped pair is this router with the shipped gate (`segment --lattice auto`, `hrtem3d.segmentation.route`);
+here any gate and readers can be combined, as a benchmark model spec `route=GATE,STATIC,VIBRATING[,THRESHOLD]`
+(each model a path, "default", or PATH@READING; the threshold on p(vibrating) the gate file's unless given), e.g.
 
     python benchmarks/bench_robustness.py --model default \\
         --model route=gate.safetensors,default,benchmarks/candidates/lattice_v1.safetensors@vibrating \\
@@ -19,6 +20,11 @@ and on its own, for the gate's p(vibrating) per source:
 
     python benchmarks/lattice_route.py GATE --pairs /work/data/tds_pairs --robust /work/data/robust \\
         --independent ../shared/testdata/independent --test /work/data/test.zarr
+
+or to set the gate's threshold from static training images (a high percentile of its p(vibrating) there; no
+test set is looked at):
+
+    python benchmarks/lattice_route.py GATE --set-threshold /work/data/train300.zarr --save GATE
 """
 
 from __future__ import annotations
@@ -47,51 +53,21 @@ def parse_route(spec: str) -> tuple[str, str, str, float | None]:
     return gate, static, vibrating, float(rest[0]) if rest else None
 
 
-class VibrationGate:
-    """p(vibrating) of one normalised working image, from a `tds_identifiability.py --out` file."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        from safetensors import safe_open
-        from tds_identifiability import VibrationClassifier, load_classifier
-
-        from hrtem3d.data.normalize import normalizer
-        from hrtem3d.model.io import load_model, read_metadata
-
-        with safe_open(str(path), "pt") as f:
-            init = f.metadata()["init"]
-        if threads:
-            torch.set_num_threads(threads)
-        unet, _ = load_model(init, "cpu")  # the architecture (its weights are replaced below)
-        self.net = load_classifier(VibrationClassifier(unet), path).eval()
-        meta = read_metadata(init)
-        self.pixel_size_A = float(meta["pixel_size_A"])
-        self.normalize = normalizer(meta.get("normalization", "median/MAD"))  # as `Segmenter` reads it
-
-    @torch.inference_mode()
-    def __call__(self, work: np.ndarray) -> float:
-        ny, nx = (s - s % 16 for s in work.shape)  # the encoder halves four times
-        x = torch.from_numpy(np.ascontiguousarray(work[:ny, :nx], np.float32))[None, None]
-        return float(torch.sigmoid(self.net(x))[0])
-
-    def p_of(self, image: np.ndarray, pixel_size_A: float) -> float:
-        """p(vibrating) of an image as recorded, through `segment`'s resampling and normalisation."""
-        from hrtem3d.data.resample import to_working_grid
-
-        work, _ = to_working_grid(np.asarray(image, np.float32), pixel_size_A, self.pixel_size_A)
-        return self(self.normalize(work))
-
-
 class RoutedSegmenter:
     """`Segmenter`'s `segment` and `set_contrast`, routing each image by the gate (see the module doc)."""
 
-    def __init__(self, spec: str, threads: int = 2, threshold: float = 0.5) -> None:
+    def __init__(self, spec: str, threads: int = 2) -> None:
         from bench_robustness import load_segmenter
 
+        from hrtem3d.segmentation.route import LatticeRoute
+
         gate, static, vibrating, given = parse_route(spec)
-        self.gate = VibrationGate(gate, threads)
+        if threads:
+            torch.set_num_threads(threads)
+        self.gate = LatticeRoute.from_file(gate)
         self.static = load_segmenter(static, threads)
         self.vibrating = load_segmenter(vibrating, threads)
-        self.threshold = threshold if given is None else given
+        self.threshold = self.gate.threshold if given is None else given
         self.p_vibrating: list[float] = []  # one per image segmented
 
     @property
@@ -103,22 +79,39 @@ class RoutedSegmenter:
         self.vibrating.set_contrast(contrast, gain)
 
     def segment(self, image: np.ndarray, pixel_size_A: float, frame: int = 0, *, gain: float | None = None):
-        p = self.gate.p_of(image, pixel_size_A)
+        p = self.gate.p_vibrating(image, pixel_size_A)
         self.p_vibrating.append(p)
         seg = self.vibrating if p > self.threshold else self.static
         return seg.segment(image, pixel_size_A, frame, gain=gain)
 
 
+def store_fields(path: Path, dose: float, n: int):
+    """The first `n` whole fields of a store at `dose` e/Å² as `segment` sees them (the store's grid is the
+    working grid): noisy counts with the detector's MTF, one draw of the store's optics each."""
+    from hrtem3d.data.dataset import HrtemDataset
+    from hrtem3d.simulate.optics import blur, shot_noise
+
+    ds = HrtemDataset(path, crop=256, samples_per_epoch=n, seed=99, dose=dose, augment=False)
+    m = len(ds.indices)
+    for i in range(n):
+        d = ds.draw(i, i % m)
+        full = ds.bank.intensity(ds.bank.spectra[i % m], d["optics"])
+        lam = np.clip(full, 0, None) * np.float32(d["detector"].dose_e_per_A2 * ds.sampling_A ** 2)
+        yield blur(shot_noise(lam, np.random.default_rng(i)), d["detector"], ds.sampling_A), ds.sampling_A
+
+
 def main() -> None:
+    import json
+
     import pandas as pd
     import tifffile
     from bench_robustness import set_cases
 
-    from hrtem3d.data.dataset import HrtemDataset
-    from hrtem3d.simulate.optics import blur, shot_noise
+    from hrtem3d.model.gate import load_gate, save_gate
+    from hrtem3d.segmentation.route import LatticeRoute
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("gate")
+    ap.add_argument("gate", type=Path, help="a gate file (`tds_identifiability.py --out`)")
     ap.add_argument("--pairs", type=Path, help="bench_tds_pairs cache (static.zarr, tds4.zarr)")
     ap.add_argument("--test", type=Path, help="an in-domain (static) test store")
     ap.add_argument("--robust", type=Path, help="robust_sets cache")
@@ -126,16 +119,36 @@ def main() -> None:
     ap.add_argument("--independent", type=Path)
     ap.add_argument("--n", type=int, default=8, help="images per store and dose; particles per set")
     ap.add_argument("--doses", default="300,1000,5000")
+    ap.add_argument("--set-threshold", type=Path, metavar="STORE",
+                    help="a static training store: the gate's threshold becomes the --percentile of its p(vibrating) "
+                         "over --n-threshold whole fields a dose, written with --save")
+    ap.add_argument("--percentile", type=float, default=98.0)
+    ap.add_argument("--n-threshold", type=int, default=60)
+    ap.add_argument("--save", type=Path, help="where --set-threshold writes the gate file")
     a = ap.parse_args()
-    gate = VibrationGate(a.gate, threads=2)
+    torch.set_num_threads(2)
+    route = LatticeRoute.from_file(a.gate)
+    doses = [float(d) for d in a.doses.split(",")]
+    if a.set_threshold:
+        ps = [route.p_vibrating(img, px) for dose in doses
+              for img, px in store_fields(a.set_threshold, dose, a.n_threshold)]
+        t = round(float(np.percentile(ps, a.percentile)), 2)
+        print(f"p(vibrating) on {len(ps)} fields of {a.set_threshold}: median {np.median(ps):.3f}, "
+              f"{a.percentile:g}th percentile {t:.2f}")
+        if a.save:
+            gate, meta = load_gate(a.gate)
+            save_gate(a.save, gate, {**meta, "threshold": t, "threshold_source":
+                                     f"{a.percentile:g}th percentile of p(vibrating) on {len(ps)} whole fields of "
+                                     f"{a.set_threshold.name} at {a.doses} e/Å²"})
+            print(f"wrote {a.save} (threshold {t:.2f})")
+        return
     rows = []
 
     def add(source: str, dose: float, ps: list[float]) -> None:
         p = np.asarray(ps)
         rows.append({"source": source, "dose": dose, "n": len(p), "mean p(vibrating)": p.mean(),
-                     "share > 0.5": (p > 0.5).mean()})
+                     f"share > {route.threshold:g}": (p > route.threshold).mean()})
 
-    doses = [float(d) for d in a.doses.split(",")]
     stores = []
     if a.pairs:
         stores += [("pairs static", a.pairs / "static.zarr"), ("pairs TDS x4", a.pairs / "tds4.zarr")]
@@ -143,33 +156,21 @@ def main() -> None:
         stores.append(("test store (static)", a.test))
     for name, path in stores:
         for dose in doses:
-            ds = HrtemDataset(path, crop=256, samples_per_epoch=a.n, seed=99, dose=dose, augment=False)
-            n = len(ds.indices)
-            ps = []
-            for i in range(a.n):
-                d = ds.draw(i, i % n)
-                # the whole field, as segment sees it (the store's grid is the working grid)
-                full = ds.bank.intensity(ds.bank.spectra[i % n], d["optics"])
-                lam = np.clip(full, 0, None) * np.float32(d["detector"].dose_e_per_A2 * ds.sampling_A ** 2)
-                counts = blur(shot_noise(lam, np.random.default_rng(i)), d["detector"], ds.sampling_A)
-                ps.append(gate(gate.normalize(counts)))
-            add(name, dose, ps)
+            add(name, dose, [route.p_vibrating(img, px) for img, px in store_fields(path, dose, a.n)])
     if a.robust:
         for s in a.sets.split(","):
             by: dict = {}
             for case, image, _ in set_cases(a.robust / s, a.n):
-                by.setdefault(case["dose_e_per_A2"], []).append(gate.p_of(image, case["pixel_size_angstrom"]))
+                by.setdefault(case["dose_e_per_A2"], []).append(route.p_vibrating(image, case["pixel_size_angstrom"]))
             for dose, ps in sorted(by.items()):
                 add(f"robust {s}", dose, ps)
     if a.independent:
-        import json
-
         meta = json.loads((a.independent / "meta.json").read_text())
         px = float(meta["pixel_size_angstrom"])
         by = {}
         for case in meta["cases"]:
             img = tifffile.imread(a.independent / case["image"]).astype(np.float32)
-            by.setdefault(case["dose_e_per_A2"], []).append(gate.p_of(img, px))
+            by.setdefault(case["dose_e_per_A2"], []).append(route.p_vibrating(img, px))
         for dose, ps in sorted(by.items()):
             add("independent", dose, ps)
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))

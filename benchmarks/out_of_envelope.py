@@ -96,12 +96,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=6, help="simulated images per case")
     ap.add_argument("--segment", action="store_true", help="also segment with the shipped model")
     ap.add_argument("--out", type=Path, default=None, help="CSV of every image")
+    ap.add_argument("--lattice", default=None, help="the shipped pair's reading (static, vibrating, auto; default: "
+                                                    "`hrtem3d segment`'s)")
     a = ap.parse_args()
     seg = None
     if a.segment:
         from hrtem3d.segmentation.segmenter import Segmenter
 
-        seg = Segmenter(contrast="bright")  # `hrtem3d segment`'s default
+        seg = Segmenter(contrast="bright", lattice=a.lattice)  # `hrtem3d segment`'s default
     rows = []
     t0 = time.time()
     for name, imgs in cases(a.n).items():

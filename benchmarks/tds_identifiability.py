@@ -24,46 +24,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import relative_contrast
+from hrtem3d.model.gate import VibrationGate, load_gate, save_gate
 from hrtem3d.model.io import load_model
-from hrtem3d.model.unet import UNet, attention_pool
+from hrtem3d.model.unet import LATTICE_PARTS
 from hrtem3d.simulate.scope import ScopeEnvelope
 
 
-class VibrationClassifier(nn.Module):
-    """The encoder of a U-Net, attention pooling over the bottleneck, one logit: p(TDS)."""
-
-    def __init__(self, unet: UNet) -> None:
-        super().__init__()
-        self.unet = unet  # only its encoder is used (and trained)
-        c = unet.config.widths[-1]
-        self.pool = nn.Conv2d(c, 1, 1)
-        nn.init.normal_(self.pool.weight, std=0.01)
-        self.head = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(attention_pool(self.unet.encode(x)[-1], self.pool))[:, 0]
-
-
-DECODER = ("unet.up_blocks.", "unet.ups.", "unet.head.")  # what the classifier never runs
-
-
-def encoder_state(net: VibrationClassifier) -> dict[str, torch.Tensor]:
-    """The tensors the classifier uses (the U-Net's decoder left out): what `--out` saves."""
-    return {k: v.contiguous() for k, v in net.state_dict().items() if not k.startswith(DECODER)}
-
-
-def load_classifier(net: VibrationClassifier, path: str | Path) -> VibrationClassifier:
-    """Load a saved classifier into `net` (built on the same architecture); only the decoder may be absent."""
-    missing, unexpected = net.load_state_dict(load_file(str(path)), strict=False)
-    if unexpected or any(not k.startswith(DECODER) for k in missing):
-        raise ValueError(f"{path} is not a classifier of this architecture: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
-    return net
+def gate_from(init: str | Path, resume: Path | None = None) -> tuple[VibrationGate, dict]:
+    """A gate on the encoder of the model `init` (its weights), or the gate file `resume`; with the metadata a
+    gate file needs (the model's working grid and normalisation)."""
+    unet, meta = load_model(init, "cpu")
+    if resume:
+        gate, _ = load_gate(resume)
+    else:
+        gate = VibrationGate(unet.config)
+        gate.unet.load_state_dict({k: v for k, v in unet.state_dict().items() if not k.startswith(LATTICE_PARTS)},
+                                  strict=False)
+    return gate, {"pixel_size_A": meta["pixel_size_A"], "normalization": meta.get("normalization", "median/MAD")}
 
 
 def batch(ds: HrtemDataset, idx: list[int], structures: list[int] | None = None):
@@ -95,15 +76,13 @@ def main() -> None:
                          "fine-tunes were), so the classifier meets films, aberrations, vibration, MTF and native "
                          "pixel sizes")
     ap.add_argument("--workers", type=int, default=0, help="data-loader processes")
-    ap.add_argument("--out", type=Path, help="save the classifier (safetensors) for `lattice_route.py`")
-    ap.add_argument("--resume", type=Path, help="continue from a classifier saved with --out (same --init)")
+    ap.add_argument("--out", type=Path, help="save the gate file (`hrtem3d.model.gate`)")
+    ap.add_argument("--resume", type=Path, help="continue from a gate file saved with --out")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    unet, _ = load_model(args.init, "cpu")
-    net = VibrationClassifier(unet).train()
-    if args.resume:
-        load_classifier(net, args.resume)
+    net, meta = gate_from(args.init, args.resume)
+    net.train()
     scope = ScopeEnvelope(background=(0.0, 0.0)) if args.scope else None
     train = HrtemDataset(args.store, crop=256, samples_per_epoch=args.steps * args.batch,
                          seed=12 if args.resume else 11, scope=scope,
@@ -124,8 +103,10 @@ def main() -> None:
             print(f"step {step + 1}: loss {np.mean(losses[-100:]):.3f} ({time.time() - t0:.0f} s)", flush=True)
     net.eval()
     if args.out:
-        save_file(encoder_state(net), str(args.out),
-                  metadata={"init": str(args.init), "steps": str(args.steps), "scope": str(bool(args.scope))})
+        # threshold 0.5 until `lattice_route.py --set-threshold` takes it from static training images
+        save_gate(args.out, net, {**meta, "threshold": 0.5, "init": str(args.init), "store": str(args.store),
+                                  "steps": args.steps, "lr": args.lr, "scope": bool(args.scope),
+                                  "resumed_from": str(args.resume) if args.resume else None})
     rows = []
     for dose in [float(d) for d in args.doses.split(",")]:
         ps, ys = [], []

@@ -44,6 +44,7 @@ def test_cli_names_the_flags(tmp_path):
     from hrtem3d.io import open_image, validate_pixel_size
     from hrtem3d.jobs.track_movie import TrackSettings, track_movie
     from hrtem3d.jobs.trust import parse_pixel_size
+    from hrtem3d.model.io import default_model_path
     from hrtem3d.segmentation.segmenter import Segmenter
 
     npy = tmp_path / "a.npy"
@@ -56,8 +57,8 @@ def test_cli_names_the_flags(tmp_path):
         (_raised(track_movie, npy, tmp_path / "o", TrackSettings(workers=0)), "workers", "--workers must be"),
         (_raised(simulate_dataset, tmp_path / "s.zarr", 0), "n_structures", "--n-structures must lie"),
         (_raised(Segmenter.segment, None, np.zeros((8, 8)), 5.0), "pixel_size_A", "or give --pixel-size"),
-        (_raised(Segmenter, None, lattice="vibrating"), "lattice", "--lattice vibrating needs a model trained with "
-                                                                  "--lattice-heads"),
+        (_raised(Segmenter, default_model_path(), lattice="vibrating"), "lattice",  # a file: one reading
+         "--lattice vibrating needs a model trained with --lattice-heads"),
     ]
     for e, param, cli in cases:
         assert e.param == param, str(e)

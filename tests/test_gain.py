@@ -80,17 +80,17 @@ def test_a_fixed_gain_multiplies_the_working_image(shipped_movie):
 def test_auto_gain_finds_the_lost_contrast_and_leaves_a_clean_frame_alone(shipped_movie):
     m = shipped_movie
     truth = m.truth[m.truth.frame == 0]
-    seg = Segmenter()  # contrast_gain "auto", the default
+    seg = Segmenter(lattice="static")  # contrast_gain "auto", the default; the gain is the static reader's
     clean = seg.segment(m.frames[0], m.pixel_size_A)
     assert clean.contrast_gain == 1.0
     low = _lower_contrast(m.frames[0], 1.0)  # half the lattice contrast, as a diffuse background gives
-    at_one = Segmenter(contrast_gain=1.0).segment(low, m.pixel_size_A)
+    at_one = Segmenter(contrast_gain=1.0, lattice="static").segment(low, m.pixel_size_A)
     auto = seg.segment(low, m.pixel_size_A)
     # an estimate from the particle's shape: this one is flatter than typical (count_size_ratio 0.62 against
     # 0.70), so the gain overshoots the true 2 (2.8 measured) and its counts read thicker than they are
     assert 1.5 <= auto.contrast_gain <= 3.0, auto.contrast_gain
     assert auto.columns.confidence.max() <= GAIN_CONFIDENCE_CAP < at_one.columns.confidence.max()  # an estimate
-    at_two = Segmenter(contrast_gain=2.0).segment(low, m.pixel_size_A)  # a user who knows the contrast loss
+    at_two = Segmenter(contrast_gain=2.0, lattice="static").segment(low, m.pixel_size_A)  # a user who knows
     exact_one, exact_auto, exact_two, exact_clean = (_ce_exact(truth, s.columns) for s in (at_one, auto, at_two,
                                                                                                clean))
     assert exact_one < 0.3 and exact_auto >= exact_one + 0.2, (exact_one, exact_auto)
@@ -129,7 +129,7 @@ def test_a_movie_is_counted_at_the_gain_of_its_first_frame(shipped_movie, tmp_pa
     files = write_movie(low, tmp_path / "movie")
     out = tmp_path / "auto"
     r = CliRunner().invoke(app, ["track", str(files["movie"]), "--out", str(out), "--chunk", "2", "--no-progress",
-                                 "--no-figures"])
+                                 "--no-figures", "--lattice", "static"])
     assert r.exit_code == 0, r.output
     trust = json.loads((out / "trust.json").read_text())
     assert trust["contrast_gain"] > 1.4 and trust["contrast_gain_source"] == "auto"
@@ -140,7 +140,7 @@ def test_a_movie_is_counted_at_the_gain_of_its_first_frame(shipped_movie, tmp_pa
     # the same frames with the contrast given: no search, no warning, the number recorded
     out2 = tmp_path / "given"
     r = CliRunner().invoke(app, ["track", str(files["movie"]), "--out", str(out2), "--chunk", "2", "--no-progress",
-                                 "--no-figures", "--contrast-gain", "2"])
+                                 "--no-figures", "--contrast-gain", "2", "--lattice", "static"])
     assert r.exit_code == 0, r.output
     trust = json.loads((out2 / "trust.json").read_text())
     assert trust["contrast_gain"] == 2.0 and "contrast_gain_source" not in trust
@@ -152,7 +152,7 @@ def test_segment_movie_holds_the_first_frames_gain_and_its_cap(shipped_movie):
 
     m = shipped_movie
     low = np.stack([_lower_contrast(f, 1.0) for f in m.frames])
-    mc = hrtem3d.segment_movie(low, m.pixel_size_A)
+    mc = hrtem3d.segment_movie(low, m.pixel_size_A, hrtem3d.load_model(lattice="static"))
     cols = mc.columns
     assert cols.frame.nunique() == len(m.frames)
     assert cols.confidence.max() <= GAIN_CONFIDENCE_CAP

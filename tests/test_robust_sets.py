@@ -124,5 +124,8 @@ def test_the_benchmarks_take_one_reading_of_a_model_with_lattice_heads(tmp_path)
     assert load_segmenter(str(path), 1).lattice == "auto"
     seg = load_segmenter(f"{path}@vibrating", 1)
     assert seg.lattice == "vibrating" and not seg.model.config.lattice_heads  # the one reading, a plain U-Net
+    assert load_segmenter("default@static", 1).route is None  # the shipped pair's static reader alone
+    from hrtem3d.model.io import default_model_path
+
     with pytest.raises(HrtemError, match="one kind of lattice"):
-        load_segmenter("default@static", 1)
+        load_segmenter(f"{default_model_path()}@static", 1)  # a model file of one reading

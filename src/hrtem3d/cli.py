@@ -32,9 +32,11 @@ _FLAGS = {"contrast": "--contrast", "tta": "--tta", "pixel_size_A": "--pixel-siz
           "n_structures": "--n-structures", "scheduler": "--scheduler", "backend": "--backend",
           "lattice": "--lattice", "lattice_heads": "--lattice-heads", "contrast_gain": "--contrast-gain",
           "keep_thresholds": "--keep-thresholds"}
-LATTICE_HELP = ("For a model with lattice heads: read the columns as a static lattice (simulations without "
-                "frozen phonons), a vibrating one (thermal diffuse scattering: every real specimen) or auto (the "
-                "model's own guess from the image); default: the model's own default.")
+LATTICE_HELP = ("Read the columns as a static lattice (simulations without frozen phonons), a vibrating one "
+                "(thermal diffuse scattering: every real specimen at room temperature; thick columns otherwise read "
+                "0.5-1 atom low) or auto (each input routed by the shipped vibration gate, a movie once). With the "
+                "shipped model: auto (default), static or vibrating; with a model trained with lattice heads: its "
+                "readings, default its own. trust.json records the reading and the gate's p_vibrating.")
 GAIN_HELP = ("How many times lower the lattice contrast is than in simulation (the Stobbs factor of your "
              "microscope, e.g. 2.5), or auto: 1 unless the particle's counts read thinner than its size allows, "
              "then estimated from the particle (a few more forward passes). Recorded in trust.json.")
@@ -250,8 +252,10 @@ def segment(
         skipped = f", skipped frames {r['skipped_frames']} (NaN/Inf)" if r["skipped_frames"] else ""
         for w in r.get("warnings", []):
             typer.echo(f"warning: {_flags_in(w)}", err=True)
+        routed = f", read as a {r['lattice_reading']} lattice (p_vibrating {r['p_vibrating']:.2f})" \
+            if "p_vibrating" in r else ""
         typer.echo(f"{path}: {r['frames']} frame(s), {r['columns']} columns at {r['pixel_size_A']:.4g} Å/px "
-                   f"({r['pixel_size_source']}) -> {r['out']}{skipped}")
+                   f"({r['pixel_size_source']}){routed} -> {r['out']}{skipped}")
         if export_3d:
             typer.echo(f"  3D model ({stack_rule}, {r['model_atoms']} atoms in frame 0): "
                        f"{', '.join(r['model_files'])}")

@@ -29,10 +29,12 @@ def _gif_frames(src, frames: np.ndarray, max_frames: int):
 
 
 def movie_figures(src, dest: Path, *, cols: pd.DataFrame, tracks: pd.DataFrame, events: pd.DataFrame,
-                  frames: np.ndarray, drift_A: np.ndarray, seg, fps: float | None) -> list[str]:
+                  frames: np.ndarray, drift_A: np.ndarray, seg, fps: float | None,
+                  lattice: str | None = None) -> list[str]:
     """Write overlay.gif, figure2.png, depth_traces.png and event_map.png into `dest`; returns the paths.
 
-    `seg` is the run's `Segmenter`, its contrast set to the run's (the network is not loaded again).
+    `seg` is the run's `Segmenter`, its contrast set to the run's (the network is not loaded again);
+    `lattice` the run's reading of a routed segmenter.
     """
     files = []
     gif_fps = min(fps or 7.5, 25.0)
@@ -40,7 +42,7 @@ def movie_figures(src, dest: Path, *, cols: pd.DataFrame, tracks: pd.DataFrame, 
                                      fps=gif_fps))
     show = int(events["frame"].iat[0]) if len(events) else int(frames[0])
     image = _read_frame(src, show)
-    s = seg.segment(image, src.pixel_size_A, frame=show)
+    s = seg.segment(image, src.pixel_size_A, frame=show, lattice=lattice)
     here = cols[cols["frame"] == show]
     fig = figure2_panel(image, s.labels, here, seg.scheme, src.pixel_size_A,
                         title=f"frame {show}: input and network output ({len(here)} columns)")

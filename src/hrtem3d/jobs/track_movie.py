@@ -21,7 +21,7 @@ import pandas as pd
 from hrtem3d.errors import HrtemError
 from hrtem3d.fsutil import atomic_write, file_fingerprint
 from hrtem3d.io import open_image
-from hrtem3d.jobs.trust import LATTICE, assess_frame, parse_pixel_size
+from hrtem3d.jobs.trust import LATTICE, assess_frame, lattice_record, parse_pixel_size
 from hrtem3d.segmentation.envelope_check import CONFIDENCE_CAP
 from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP, estimated_gain_warning, parse_gain
 from hrtem3d.segmentation.segmenter import TABLE_FIELDS, Segmenter
@@ -103,7 +103,8 @@ class Chunk:
         part: the part files' path without suffix (`.parquet` and `.json` are added).
         model: a model file (None: the shipped one); contrast: "bright" or "dark", decided for the run.
         threads: torch CPU threads on a worker (None: torch's default); compile, backend, skip_vacuum,
-            lattice: `Segmenter`'s; contrast_gain: the run's gain (a number, decided on the reference frame).
+            lattice: `Segmenter`'s; contrast_gain: the run's gain (a number, decided on the reference frame);
+            lattice_reading: the run's reading of a routed segmenter ("static" or "vibrating", decided likewise).
     """
 
     path: str
@@ -119,23 +120,27 @@ class Chunk:
     skip_vacuum: bool = True
     lattice: str | None = None
     contrast_gain: float = 1.0
+    lattice_reading: str | None = None
 
 
 def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
-                reference: np.ndarray | DriftReference | None,
-                gain: float | None = None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
+                reference: np.ndarray | DriftReference | None, gain: float | None = None,
+                lattice: str | None = None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
     """Segment one movie frame for tracking: (its column table, its drift (dx, dy) in Å, its working image).
 
     The table has the class probabilities named (`p_Ce3`...) and the frame's drift `drift_x_A`,
     `drift_y_A` against `reference`, the working image of the movie's reference frame, or its
     `tracking.drift.drift_reference` when many frames meet it (None: this frame is the reference, drift 0).
-    `gain`: the movie's contrast gain (None: the segmenter's setting); the one used is `table.attrs["contrast_gain"]`.
+    `gain`: the movie's contrast gain (None: the segmenter's setting); the one used is `table.attrs["contrast_gain"]`;
+    `lattice`: the movie's reading of a routed segmenter (None: its gate decides); the one used is
+    `table.attrs["lattice_reading"]`.
     """
-    s = seg.segment(frame, pixel_size_A, frame=index, gain=gain)
+    s = seg.segment(frame, pixel_size_A, frame=index, gain=gain, lattice=lattice)
     dx, dy = frame_shift(reference, s.working_image, bin=DRIFT_BIN) if reference is not None else (0.0, 0.0)
     d = (dx * seg.pixel_size_A, dy * seg.pixel_size_A)
     table = name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1])
     table.attrs["contrast_gain"] = s.contrast_gain
+    table.attrs["lattice_reading"] = s.lattice
     return table, d, s.working_image
 
 
@@ -157,7 +162,8 @@ def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
         if not np.isfinite(frame).all():
             skipped[i] = "NaN or Inf pixels"
             continue
-        table, d, _ = track_frame(seg, frame, index=i, pixel_size_A=src.pixel_size_A, reference=reference)
+        table, d, _ = track_frame(seg, frame, index=i, pixel_size_A=src.pixel_size_A, reference=reference,
+                                  lattice=c.lattice_reading)
         tables.append(table)
         done.append(i)
         drift.append(d)
@@ -247,6 +253,7 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
             s0 = seg.segment(block[0], src.pixel_size_A, frame=first)
             trust = json.loads(json.dumps(t.reconsider(s0.columns).to_dict(), default=float))
             trust["contrast_gain"] = round(float(s0.contrast_gain), 3)  # decided here, held for the run
+            trust.update(lattice_record(s0.lattice, s0.p_vibrating))  # likewise the lattice reading
             if s.contrast_gain == "auto" and s0.contrast_gain > 1:
                 trust["contrast_gain_source"] = "auto"
                 trust["warnings"] = list(trust.get("warnings", [])) + [
@@ -279,7 +286,8 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
     chunks = [Chunk(path=str(path), pixel_size_A=src.pixel_size_A, first=a, last=b,
                     part=str(parts / f"chunk_{a:08d}"), model=s.model, contrast=contrast, compile=s.compile,
                     backend=s.backend, skip_vacuum=s.skip_vacuum, lattice=s.lattice,
-                    contrast_gain=float(trust.get("contrast_gain", 1.0)))
+                    contrast_gain=float(trust.get("contrast_gain", 1.0)),
+                    lattice_reading=trust.get("lattice_reading"))
               for a, b in todo]
     if s.workers <= 1 and not s.scheduler:
         for c in chunks:
@@ -364,7 +372,7 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
         cols = cols.assign(**cap)
         if "confidence" in tracks:
             tracks = tracks.assign(confidence=np.minimum(tracks["confidence"].to_numpy(float), top))
-    if seg.lattice_reading:
+    if seg.lattice_reading and "lattice_reading" not in trust:
         trust = {**trust, "lattice_reading": seg.lattice_reading}
     atomic_write(dest / "trust.json", lambda p: p.write_text(json.dumps(trust, indent=1)))
     atomic_write(dest / "columns.parquet", lambda p: cols.to_parquet(p, index=False))
@@ -385,7 +393,8 @@ def track_movie(path: str | Path, out_dir: str | Path, settings: TrackSettings |
 
         seg.set_contrast(contrast)
         summary["figures"] = movie_figures(src, dest, cols=cols, tracks=tracks, events=events, frames=frames,
-                                           drift_A=drift, seg=seg, fps=1.0 / interval if interval else None)
+                                           drift_A=drift, seg=seg, fps=1.0 / interval if interval else None,
+                                           lattice=trust.get("lattice_reading"))
     atomic_write(dest / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
     return summary
 

@@ -128,3 +128,11 @@ def assess_frame(frame: np.ndarray, pixel_size_A: float | None, source: str, nam
         env = check_envelope(frame, pixel_size_A, lattice=lat, spectrum=spec)
         t = Trust(float(pixel_size_A), source, file_pixel_size_A, lat, None, env, warnings, name)
     return t
+
+
+def lattice_record(reading: str | None, p_vibrating: float | None) -> dict:
+    """What trust.json says of the lattice reading: the reading used, and the gate's p(vibrating) when it chose."""
+    out = {"lattice_reading": reading} if reading else {}
+    if p_vibrating is not None:
+        out["p_vibrating"] = round(float(p_vibrating), 3)
+    return out

@@ -36,7 +36,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     """
     from tqdm.auto import tqdm
 
-    from hrtem3d.jobs.trust import LATTICE, assess_frame, parse_pixel_size
+    from hrtem3d.jobs.trust import LATTICE, assess_frame, lattice_record, parse_pixel_size
 
     path = Path(path)
     if export_3d and stack_rule not in RULES:
@@ -52,6 +52,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     dest.mkdir(parents=True, exist_ok=True)
     tables, labels, confs, skipped = [], [], [], []
     first, held = None, None  # held: the contrast gain of the first frame, kept for the rest of the file
+    reading, p_vibrating = None, None  # likewise the lattice reading (routed by the shipped gate: "auto")
     bar = tqdm(total=src.n_frames, disable=not progress, desc=path.name, unit="frame")
     for start, chunk in src.frames():
         for k, frame in enumerate(chunk):
@@ -64,8 +65,10 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
             if fresh:
                 trust = assess_frame(frame, None if lattice else src.pixel_size_A, source, name=path.name,
                                      file_pixel_size_A=src.pixel_size_from_file_A)
-            s = segmenter.segment(frame, trust.pixel_size_A, frame=i, gain=held)
+            s = segmenter.segment(frame, trust.pixel_size_A, frame=i, gain=held, lattice=reading)
             held = s.contrast_gain
+            if fresh:
+                reading, p_vibrating = s.lattice, s.p_vibrating
             if fresh:
                 trust = trust.reconsider(s.columns)
             s.columns, s.confidence = trust.cap(s.columns, s.confidence)
@@ -87,7 +90,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     atomic_write(dest / "confidence.tif", lambda p: tifffile.imwrite(p, np.stack(confs).astype(np.float32)))
     fig = overlay_figure(first[0], first[1], trust.pixel_size_A, title=f"{path.name}: {len(first[1])} columns")
     save_figure(fig, dest / "overlay.png")
-    reading = {"lattice_reading": segmenter.lattice_reading} if segmenter.lattice_reading else {}
+    reading = lattice_record(reading, p_vibrating)
     gain = {"contrast_gain": round(float(held), 3)}
     warnings = list(trust.warnings)
     if estimated:
@@ -98,7 +101,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     atomic_write(dest / "trust.json", lambda p: p.write_text(text, encoding="utf-8"))
     result = {"input": str(path), "out": str(dest), "frames": src.n_frames, "columns": len(table),
               "skipped_frames": skipped, "pixel_size_A": trust.pixel_size_A, "pixel_size_source": trust.source,
-              "in_envelope": trust.in_envelope, "warnings": warnings, **gain}
+              "in_envelope": trust.in_envelope, "warnings": warnings, **gain, **reading}
     if export_3d:
         models = [columns_to_atoms(t, rule=stack_rule) for t in tables]
         result["model_files"] = [str(f) for f in write_model(models, dest / "model")]

@@ -27,6 +27,7 @@ from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import calibrate_columns, map_terms, uses_ratio
 from hrtem3d.segmentation.envelope_check import count_size_ratio
 from hrtem3d.segmentation.gain import cap_at_estimated_gain, estimate_gain, parse_gain
+from hrtem3d.segmentation.route import READINGS, SHIPPED_READING, LatticeRoute, vibrating_model_path
 from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
 
 TABLE_FIELDS = COLUMN_FIELDS  # the column table's fields (hrtem3d.contracts)
@@ -46,6 +47,8 @@ class Segmentation:
         labels: uint8 `[y, x]` class per input pixel (0 background), nearest of the working grid.
         confidence: float32 `[y, x]` probability of that class, bilinear from the working grid.
         contrast_gain: the gain the normalised image was multiplied by (`segmentation.gain`; 1: none).
+        lattice: the reading used ("static" or "vibrating"; None for a model of one reading but the shipped one).
+        p_vibrating: the vibration gate's p(vibrating) when it decided the reading (a routed segmenter), else None.
     """
 
     columns: pd.DataFrame
@@ -53,6 +56,8 @@ class Segmentation:
     probs: np.ndarray
     input_shape: tuple[int, int]
     contrast_gain: float = 1.0
+    lattice: str | None = None
+    p_vibrating: float | None = None
     _labels: np.ndarray | None = field(default=None, repr=False)
     _confidence: np.ndarray | None = field(default=None, repr=False)
 
@@ -127,6 +132,9 @@ class Segmenter:
             diffuse scattering, as in every real specimen) or "auto" (the network's own image-level
             guess mixes both); None takes the model file's `default_lattice`, else "auto". The confidence
             map and detection thresholds fitted for that reading (`calibration_by_lattice`) are used.
+            For the shipped model (`model_path` None) the readings are two networks: "static" (the shipped
+            model alone), "vibrating" (`weights/vibrating.safetensors`) or "auto" (the default,
+            `SHIPPED_READING`: each image routed by the shipped vibration gate, `segmentation.route`).
         contrast_gain: how many times lower the image's lattice contrast is than the simulation's (the
             Stobbs factor; the normalised image is multiplied by it), or "auto": 1 unless the particle's
             counts read thinner than its size allows, then estimated from the particle
@@ -146,10 +154,26 @@ class Segmenter:
         self.device = pick_device(device)
         if threads:
             torch.set_num_threads(threads)
+        shipped = model_path is None  # the shipped pair: the static reader, or the vibrating one, or routed
+        if shipped:
+            lattice = lattice or SHIPPED_READING
+            if lattice not in READINGS:
+                raise HrtemError(f"lattice must be one of {', '.join(READINGS)}, got {lattice!r}", param="lattice")
+            if lattice == "vibrating":
+                model_path = vibrating_model_path()
         self.model, self.meta = _load(model_path, self.device)
         self.lattice = lattice or self.meta.get("default_lattice", "auto")
         self.lattice_heads = bool(getattr(getattr(self.model, "config", None), "lattice_heads", False))
-        self.model = fix_lattice(self.model, self.lattice).eval()
+        if self.lattice_heads or not shipped:
+            self.model = fix_lattice(self.model, self.lattice).eval()
+        self.shipped = shipped
+        self.route, self.vibrating = None, None
+        if shipped and self.lattice == "auto":
+            self.route = LatticeRoute.shipped(self.device)
+            self.vibrating = Segmenter(None, device=device, tile=tile, overlap=overlap, contrast=contrast,
+                                       threads=threads, compile=compile, tta=tta, backend=backend,
+                                       skip_vacuum=skip_vacuum, vacuum_margin=vacuum_margin, lattice="vibrating",
+                                       contrast_gain=contrast_gain)
         self.scheme = ClassScheme.from_dict(self.meta["scheme"])
         self.pixel_size_A = float(self.meta["pixel_size_A"])
         self.temperature = float(self.meta.get("temperature", 1.0))
@@ -187,8 +211,9 @@ class Segmenter:
 
     @property
     def lattice_reading(self) -> str | None:
-        """The reading in use ("static", "vibrating" or "auto") of a model with lattice heads; None for others."""
-        return self.lattice if self.lattice_heads else None
+        """The reading in use ("static", "vibrating" or "auto") of a model with lattice heads or of the shipped
+        pair ("auto": routed per input by the vibration gate); None for other models."""
+        return self.lattice if self.lattice_heads or self.shipped else None
 
     def set_contrast(self, contrast: str, gain: float | str | None = None) -> None:
         """Atom contrast from now on: "bright", "dark", or "auto" (decided afresh on the next image);
@@ -206,6 +231,8 @@ class Segmenter:
             raise HrtemError(f"contrast must be bright, dark or auto, got {contrast!r}", param="contrast")
         self.contrast = contrast
         self._sign = {"bright": 1.0, "dark": -1.0}.get(contrast)
+        if getattr(self, "vibrating", None) is not None:
+            self.vibrating.set_contrast(contrast, gain)
 
     @torch.inference_mode()
     def probabilities(self, work: np.ndarray, regions: list[tuple[int, int, int, int]] | None = None) -> np.ndarray:
@@ -267,9 +294,11 @@ class Segmenter:
         return self._sign
 
     def segment(self, image: np.ndarray, pixel_size_A: float, frame: int = 0, *,
-                gain: float | None = None) -> Segmentation:
+                gain: float | None = None, lattice: str | None = None) -> Segmentation:
         """Segment one image `[y, x]` with pixel size `pixel_size_A` (Å); `gain` overrides the segmenter's
-        `contrast_gain` for this image (the frames of a movie keep the gain decided on its first)."""
+        `contrast_gain` for this image (the frames of a movie keep the gain decided on its first); `lattice`
+        ("static" or "vibrating") overrides the gate of a routed segmenter (the frames of a movie keep the
+        reading decided on its first). The result's `lattice` and `p_vibrating` say which reading was used."""
         image = np.asarray(image)
         if image.ndim != 2:
             raise HrtemError(f"expected one 2D image, got shape {image.shape}")
@@ -278,6 +307,22 @@ class Segmenter:
         if not 0.005 <= pixel_size_A <= 2.0:
             raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
                              "give `pixel_size_A`", param="pixel_size_A")
+        if self.route is not None:
+            p = None
+            if lattice is None:
+                p = self.route.p_vibrating(image, pixel_size_A, 1.0 if self.contrast != "dark" else -1.0)
+                lattice = self.route.reading(p)
+            if lattice not in ("static", "vibrating"):
+                raise HrtemError(f"a routed image is read as static or vibrating, got {lattice!r}", param="lattice")
+            r = self.vibrating.segment(image, pixel_size_A, frame, gain=gain) if lattice == "vibrating" else \
+                self._segment_gain(image, pixel_size_A, frame, gain)
+            r.lattice, r.p_vibrating = lattice, p
+            return r
+        r = self._segment_gain(image, pixel_size_A, frame, gain)
+        r.lattice = self.lattice_reading
+        return r
+
+    def _segment_gain(self, image: np.ndarray, pixel_size_A: float, frame: int, gain: float | None) -> Segmentation:
         if gain is None and self.contrast_gain != "auto":
             gain = float(self.contrast_gain)
         if gain is not None:

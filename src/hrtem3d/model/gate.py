@@ -1,0 +1,121 @@
+"""The vibration gate: p(vibrating) of one working image, from a U-Net encoder with attention pooling.
+
+A static lattice and a vibrating one (thermal diffuse scattering, as in every real specimen at room
+temperature) need different readings of a thick column, and the counting network's own features do not tell
+them apart. The gate is a classifier trained for that question alone: a U-Net encoder (its own weights),
+softmax attention pooling over the bottleneck and a two-layer head giving one logit
+(`benchmarks/tds_identifiability.py` trains it; docs/model.md, "Which lattice").
+
+A gate file is a safetensors file whose string metadata is::
+
+    {"format": "hrtem3d-gate", "format_version": "1", "hrtem3d": json.dumps(metadata)}
+
+``metadata`` holds ``unet`` (the encoder's `UNetConfig`; the decoder is never stored), ``pixel_size_A``
+(Å, the working grid), ``normalization`` and ``threshold`` (p(vibrating) above which an image is read as
+vibrating), with the training record.
+
+>>> import torch
+>>> from hrtem3d.model.unet import UNetConfig
+>>> g = VibrationGate(UNetConfig(widths=(4, 8), n_classes=3)).eval()
+>>> p = g.p_vibrating(torch.zeros(1, 1, 32, 32))
+>>> p.shape, bool(0 < float(p[0]) < 1)
+(torch.Size([1]), True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hrtem3d.errors import HrtemError
+from hrtem3d.model.unet import UNet, UNetConfig, attention_pool, pad_to_multiple, pick_device
+
+GATE_FORMAT = "hrtem3d-gate"
+GATE_FORMAT_VERSION = 1
+#: state-dict prefixes of the U-Net that the gate never runs (and never stores)
+DECODER = ("unet.up_blocks.", "unet.ups.", "unet.head.", "unet.vibrating_head.", "unet.gate_attn.", "unet.gate.")
+
+
+class VibrationGate(nn.Module):
+    """A U-Net's encoder, attention pooling over its bottleneck, one logit: p(vibrating) of a whole image."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.unet = UNet(UNetConfig.from_dict({**config.to_dict(), "lattice_heads": False}))  # encoder used only
+        c = config.widths[-1]
+        self.pool = nn.Conv2d(c, 1, 1)
+        nn.init.normal_(self.pool.weight, std=0.01)
+        self.head = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N]`` of ``[N, 1, H, W]`` normalised working images (any size; padded to the pooling grid)."""
+        x = pad_to_multiple(x, self.unet.config.multiple)
+        return self.head(attention_pool(self.unet.encode(x)[-1], self.pool))[:, 0]
+
+    def p_vibrating(self, x: torch.Tensor) -> torch.Tensor:
+        """p(vibrating) ``[N]`` of ``[N, 1, H, W]`` normalised working images."""
+        return torch.sigmoid(self(x))
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        """The tensors the gate uses (the U-Net's decoder left out): what a gate file holds."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith(DECODER)}
+
+
+def save_gate(path: str | os.PathLike, gate: VibrationGate, metadata: dict) -> None:
+    """Write a gate file (temporary name, then renamed); ``metadata`` needs ``pixel_size_A``,
+    ``normalization`` and ``threshold``; ``unet`` is set here."""
+    from safetensors.torch import save_file
+
+    missing = [k for k in ("pixel_size_A", "normalization", "threshold") if k not in metadata]
+    if missing:
+        raise HrtemError(f"gate metadata lacks {', '.join(missing)}")
+    full = {**metadata, "unet": gate.unet.config.to_dict()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        header = {"format": GATE_FORMAT, "format_version": str(GATE_FORMAT_VERSION), "hrtem3d": json.dumps(full)}
+        save_file(gate.encoder_state(), tmp, metadata=header)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_gate(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[VibrationGate, dict]:
+    """``(gate in eval mode, metadata)`` from a gate file; HrtemError for anything else."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    bad = f"{path} is not an hrtem3d vibration gate (a file written by `save_gate`)"
+    if not path.is_file():
+        raise HrtemError(f"gate file not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path), device="cpu")
+    except Exception as e:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
+        raise HrtemError(f"{bad}: {str(e).splitlines()[0]}") from None
+    if meta.get("format") != GATE_FORMAT or "hrtem3d" not in meta:
+        raise HrtemError(bad)
+    full = json.loads(meta["hrtem3d"])
+    gate = VibrationGate(UNetConfig.from_dict(full["unet"]))
+    missing, unexpected = gate.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(DECODER) for k in missing):
+        raise HrtemError(f"{bad}: its weights do not fit its configuration")
+    return gate.eval().to(pick_device(device)), full
+
+
+def default_gate_path() -> Path:
+    """The gate shipped with hrtem3d: ``hrtem3d/weights/vibration_gate.safetensors``."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("hrtem3d") / "weights" / "vibration_gate.safetensors"))
