@@ -123,8 +123,14 @@ def test_widget_adds_the_columns_to_a_viewer(qtbot, particle):
 
     viewer = ViewerModel()
     widget = segment_widget()  # the Qt widget itself, offscreen
-    assert [w.name for w in widget][:4] == ["viewer", "image", "contrast", "pixel_size_A"]
+    assert [w.name for w in widget][:5] == ["viewer", "image", "contrast", "pixel_size_A", "lattice"]
+    assert widget.lattice.value == "auto" and set(widget.lattice.choices) == {"auto", "static", "vibrating"}
     _check(viewer, *_layers(viewer, particle), particle, widget)
+    image = viewer.layers["particle"]
+    widget(viewer=viewer, image=image, lattice="vibrating")  # the reading chosen reaches the model
+    vib = viewer.layers[-1].features
+    want = hrtem3d.segment(particle.image, particle.pixel_size_A, hrtem3d.load_model(lattice="vibrating"))
+    np.testing.assert_array_equal(vib.n_atoms.to_numpy(), want.n_atoms.to_numpy())
     with pytest.raises(hrtem3d.HrtemError, match="pixel size"):
         widget(viewer=viewer, image=viewer.add_image(particle.image, name="uncalibrated"))
 

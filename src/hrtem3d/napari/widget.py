@@ -6,6 +6,7 @@ without Qt; `segment_layer` runs the public API on a layer's data; `segment_widg
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -82,17 +83,29 @@ def add_columns_layer(viewer: Any, layer: Any, *, contrast: str = "bright", pixe
     return viewer.add_points(data, **opts)
 
 
+@functools.lru_cache(maxsize=2)
+def _reader(lattice: str) -> Any:
+    """The shipped pair fixed to one reading ("static" or "vibrating"), loaded once per session."""
+    import hrtem3d.api as api
+
+    return api.load_model(lattice=lattice)
+
+
 def segment_widget():
     """The dock widget: pick an image layer, contrast and (optionally) the pixel size; "Segment"."""
     import napari
     from magicgui import magic_factory
 
     @magic_factory(call_button="Segment", contrast={"choices": ["bright", "dark", "auto"]},
-                   pixel_size_A={"label": "pixel size (Å, 0 = layer's)", "min": 0.0, "max": 2.0, "step": 0.001})
+                   pixel_size_A={"label": "pixel size (Å, 0 = layer's)", "min": 0.0, "max": 2.0, "step": 0.001},
+                   lattice={"choices": ["auto", "static", "vibrating"],
+                            "tooltip": "auto: the vibration gate chooses; vibrating: a real specimen's lattice "
+                                       "(thermal diffuse scattering); static: a simulation without frozen phonons"})
     def segment_columns(viewer: napari.viewer.Viewer, image: napari.layers.Image, contrast: str = "bright",
-                        pixel_size_A: float = 0.0) -> None:
+                        pixel_size_A: float = 0.0, lattice: str = "auto") -> None:
         if image is None:
             raise HrtemError("no image layer to segment: open an image first")
-        add_columns_layer(viewer, image, contrast=contrast, pixel_size_A=pixel_size_A)
+        model = None if lattice == "auto" else _reader(lattice)  # auto: the shipped pair, loaded once
+        add_columns_layer(viewer, image, contrast=contrast, pixel_size_A=pixel_size_A, model=model)
 
     return segment_columns()
