@@ -85,13 +85,16 @@ class RoutedSegmenter:
         return seg.segment(image, pixel_size_A, frame, gain=gain)
 
 
-def store_fields(path: Path, dose: float, n: int):
-    """The first `n` whole fields of a store at `dose` e/Å² as `segment` sees them (the store's grid is the
-    working grid): noisy counts with the detector's MTF, one draw of the store's optics each."""
+def store_fields(path: Path, dose: float, n: int, first: int = 0):
+    """`n` whole fields of a store at `dose` e/Å² as `segment` sees them (the store's grid is the working
+    grid): noisy counts with the detector's MTF, one draw of the store's optics each, cycling over its
+    structures from the `first`-th."""
+    from hrtem3d.data import store
     from hrtem3d.data.dataset import HrtemDataset
     from hrtem3d.simulate.optics import blur, shot_noise
 
-    ds = HrtemDataset(path, crop=256, samples_per_epoch=n, seed=99, dose=dose, augment=False)
+    indices = sorted(store.completed(store.open_store(path)))[first:] if first else None
+    ds = HrtemDataset(path, indices, crop=256, samples_per_epoch=n, seed=99, dose=dose, augment=False)
     m = len(ds.indices)
     for i in range(n):
         d = ds.draw(i, i % m)
@@ -124,6 +127,8 @@ def main() -> None:
                          "over --n-threshold whole fields a dose, written with --save")
     ap.add_argument("--percentile", type=float, default=98.0)
     ap.add_argument("--n-threshold", type=int, default=60)
+    ap.add_argument("--first-structure", type=int, default=0,
+                    help="--set-threshold from the store's structures from this one on (those the gate never saw)")
     ap.add_argument("--save", type=Path, help="where --set-threshold writes the gate file")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -131,7 +136,7 @@ def main() -> None:
     doses = [float(d) for d in a.doses.split(",")]
     if a.set_threshold:
         ps = [route.p_vibrating(img, px) for dose in doses
-              for img, px in store_fields(a.set_threshold, dose, a.n_threshold)]
+              for img, px in store_fields(a.set_threshold, dose, a.n_threshold, a.first_structure)]
         t = round(float(np.percentile(ps, a.percentile)), 2)
         print(f"p(vibrating) on {len(ps)} fields of {a.set_threshold}: median {np.median(ps):.3f}, "
               f"{a.percentile:g}th percentile {t:.2f}")
@@ -139,7 +144,7 @@ def main() -> None:
             gate, meta = load_gate(a.gate)
             save_gate(a.save, gate, {**meta, "threshold": t, "threshold_source":
                                      f"{a.percentile:g}th percentile of p(vibrating) on {len(ps)} whole fields of "
-                                     f"{a.set_threshold.name} at {a.doses} e/Å²"})
+                                     f"{a.set_threshold.name} (structures {a.first_structure} on) at {a.doses} e/Å²"})
             print(f"wrote {a.save} (threshold {t:.2f})")
         return
     rows = []
