@@ -31,8 +31,7 @@ def gate(net, work: np.ndarray) -> float:
 
 
 def main() -> None:
-    import tifffile
-    from bench_robustness import set_cases
+    from lattice_route import add_source_args, p_by_source
 
     from hrtem3d.data import store
     from hrtem3d.data.dataset import HrtemDataset
@@ -40,12 +39,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="a model file with lattice heads")
-    ap.add_argument("--pairs", type=Path, help="bench_tds_pairs cache (static.zarr, tds4.zarr)")
-    ap.add_argument("--test", type=Path, help="an in-domain test store")
-    ap.add_argument("--robust", type=Path, help="robust_sets cache")
-    ap.add_argument("--sets", default="clean_0p10,phonons,background,all,tilt")
-    ap.add_argument("--independent", type=Path, help="folder of the independent set")
-    ap.add_argument("--n", type=int, default=16, help="images per store and dose; particles per set")
+    add_source_args(ap, sets="clean_0p10,phonons,background,all,tilt", n=16)
     a = ap.parse_args()
     seg = Segmenter(a.model, contrast="bright", threads=2, lattice="auto")
     if not seg.lattice_heads:
@@ -64,18 +58,7 @@ def main() -> None:
             ps = [gate(net, seg.segment(ds.draw(i, structure=i)["counts"], ds.sampling_A).working_image)
                   for i in range(min(a.n, len(ds.indices)))]
             rows.append((name, dose, ps))
-    for set_name in a.sets.split(",") if a.robust else []:
-        by: dict = {}
-        for case, image, _ in set_cases(a.robust / set_name, a.n):
-            by.setdefault(case["dose_e_per_A2"], []).append(gate(net, seg.segment(image, case["pixel_size_angstrom"])
-                                                                 .working_image))
-        rows += [(set_name, dose, ps) for dose, ps in sorted(by.items())]
-    if a.independent:
-        by = {}
-        for f in sorted(a.independent.glob("p*_dose*.tif")):
-            image = tifffile.imread(f).astype(np.float32)
-            by.setdefault(float(f.stem.split("dose")[1]), []).append(gate(net, seg.segment(image, 0.10).working_image))
-        rows += [("independent", dose, ps) for dose, ps in sorted(by.items())]
+    rows += p_by_source(a, lambda image, px: gate(net, seg.segment(image, px).working_image))
     print("| images | dose (e/Å²) | n | mean p(vibrating) | share > 0.5 |\n| --- | --- | --- | --- | --- |")
     for name, dose, ps in rows:
         print(f"| {name} | {dose:.0f} | {len(ps)} | {np.mean(ps):.2f} | {np.mean(np.array(ps) > 0.5):.2f} |")

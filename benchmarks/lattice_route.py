@@ -103,24 +103,53 @@ def store_fields(path: Path, dose: float, n: int, first: int = 0):
         yield blur(shot_noise(lam, np.random.default_rng(i)), d["detector"], ds.sampling_A), ds.sampling_A
 
 
-def main() -> None:
+def add_source_args(ap: argparse.ArgumentParser, *, sets: str, n: int) -> None:
+    """The image sources a gate is read on (`lattice_route.py`, `lattice_gate.py`): paired stores, an in-domain
+    store, robustness sets and the independent set."""
+    ap.add_argument("--pairs", type=Path, help="bench_tds_pairs cache (static.zarr, tds4.zarr)")
+    ap.add_argument("--test", type=Path, help="an in-domain (static) test store")
+    ap.add_argument("--robust", type=Path, help="robust_sets cache")
+    ap.add_argument("--sets", default=sets)
+    ap.add_argument("--independent", type=Path, help="folder of the independent set")
+    ap.add_argument("--n", type=int, default=n, help="images per store and dose; particles per set")
+
+
+def shifted_images(a: argparse.Namespace):
+    """`(source, dose, image, pixel size)` of the robustness sets `a.sets` (`a.n` particles each) in `a.robust`
+    and of the independent set `a.independent`, as recorded."""
     import json
 
-    import pandas as pd
     import tifffile
     from bench_robustness import set_cases
+
+    for s in a.sets.split(",") if a.robust else []:
+        for case, image, _ in set_cases(a.robust / s, a.n):
+            yield f"robust {s}", case["dose_e_per_A2"], image, case["pixel_size_angstrom"]
+    if a.independent:
+        meta = json.loads((a.independent / "meta.json").read_text())
+        for case in meta["cases"]:
+            image = tifffile.imread(a.independent / case["image"]).astype(np.float32)
+            yield "independent", case["dose_e_per_A2"], image, float(meta["pixel_size_angstrom"])
+
+
+def p_by_source(a: argparse.Namespace, p_of) -> list[tuple[str, float, list[float]]]:
+    """`p_of(image, pixel size)` of every image of `shifted_images(a)`, grouped `(source, dose, [p, ...])`: the
+    sources in their order, the doses ascending within each."""
+    by: dict = {}
+    for source, dose, image, px in shifted_images(a):
+        by.setdefault(source, {}).setdefault(dose, []).append(p_of(image, px))
+    return [(source, dose, ps) for source, doses in by.items() for dose, ps in sorted(doses.items())]
+
+
+def main() -> None:
+    import pandas as pd
 
     from hrtem3d.model.gate import load_gate, save_gate
     from hrtem3d.segmentation.route import LatticeRoute
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("gate", type=Path, help="a gate file (`tds_identifiability.py --out`)")
-    ap.add_argument("--pairs", type=Path, help="bench_tds_pairs cache (static.zarr, tds4.zarr)")
-    ap.add_argument("--test", type=Path, help="an in-domain (static) test store")
-    ap.add_argument("--robust", type=Path, help="robust_sets cache")
-    ap.add_argument("--sets", default="clean_0p10,phonons,background,all,astig,carbon,tilt,mtf_strong,vibration")
-    ap.add_argument("--independent", type=Path)
-    ap.add_argument("--n", type=int, default=8, help="images per store and dose; particles per set")
+    add_source_args(ap, sets="clean_0p10,phonons,background,all,astig,carbon,tilt,mtf_strong,vibration", n=8)
     ap.add_argument("--doses", default="300,1000,5000")
     ap.add_argument("--set-threshold", type=Path, metavar="STORE",
                     help="a static training store: the gate's threshold becomes the --percentile of its p(vibrating) "
@@ -162,22 +191,8 @@ def main() -> None:
     for name, path in stores:
         for dose in doses:
             add(name, dose, [route.p_vibrating(img, px) for img, px in store_fields(path, dose, a.n)])
-    if a.robust:
-        for s in a.sets.split(","):
-            by: dict = {}
-            for case, image, _ in set_cases(a.robust / s, a.n):
-                by.setdefault(case["dose_e_per_A2"], []).append(route.p_vibrating(image, case["pixel_size_angstrom"]))
-            for dose, ps in sorted(by.items()):
-                add(f"robust {s}", dose, ps)
-    if a.independent:
-        meta = json.loads((a.independent / "meta.json").read_text())
-        px = float(meta["pixel_size_angstrom"])
-        by = {}
-        for case in meta["cases"]:
-            img = tifffile.imread(a.independent / case["image"]).astype(np.float32)
-            by.setdefault(case["dose_e_per_A2"], []).append(route.p_vibrating(img, px))
-        for dose, ps in sorted(by.items()):
-            add("independent", dose, ps)
+    for source, dose, ps in p_by_source(a, route.p_vibrating):
+        add(source, dose, ps)
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
 
 

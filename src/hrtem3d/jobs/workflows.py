@@ -69,7 +69,6 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
             held = s.contrast_gain
             if fresh:
                 reading, p_vibrating = s.lattice, s.p_vibrating
-            if fresh:
                 trust = trust.reconsider(s.columns)
             s.columns, s.confidence = trust.cap(s.columns, s.confidence)
             tables.append(s.columns)

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from hrtem3d.errors import HrtemError
+from hrtem3d.fsutil import atomic_write
 from hrtem3d.model.unet import UNet, UNetConfig, attention_pool, pad_to_multiple, pick_device
 
 GATE_FORMAT = "hrtem3d-gate"
@@ -75,18 +75,9 @@ def save_gate(path: str | os.PathLike, gate: VibrationGate, metadata: dict) -> N
     if missing:
         raise HrtemError(f"gate metadata lacks {', '.join(missing)}")
     full = {**metadata, "unet": gate.unet.config.to_dict()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        header = {"format": GATE_FORMAT, "format_version": str(GATE_FORMAT_VERSION), "hrtem3d": json.dumps(full)}
-        save_file(gate.encoder_state(), tmp, metadata=header)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    header = {"format": GATE_FORMAT, "format_version": str(GATE_FORMAT_VERSION), "hrtem3d": json.dumps(full)}
+    state = gate.encoder_state()
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=header))
 
 
 def load_gate(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[VibrationGate, dict]:
