@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -54,13 +55,15 @@ def main() -> None:
         if not (out / "truth_events.csv").exists():
             config = MovieConfig(multislice=MultisliceConfig(frozen_phonons=a.frozen_phonons))
             write_movie(simulate_movie(config, seed=seed), out)
+        shutil.rmtree(out / tag, ignore_errors=True)  # movies are cached, tracking never: it is what is measured
         track_movie(out / "movie.tif", out / tag, settings, progress=False, figures=False)
         src = open_image(out / "movie.tif")
         cols, frames, drift, _ = gather_parts(out / tag, 0, src.n_frames, settings.chunk)
         movies.append((seed, src, cols, frames, drift, pd.read_csv(out / "truth_events.csv")))
         trust = json.loads((out / tag / "trust.json").read_text())
-        if "p_vibrating" in trust:
-            print(f"seed {seed}: read as {trust['lattice_reading']} (p_vibrating {trust['p_vibrating']:.2f})")
+        if "p_vibrating" in trust or "contrast_loss_read" in trust:
+            print(f"seed {seed}: read as {trust.get('lattice_reading')} (p_vibrating {trust.get('p_vibrating')}), "
+                  f"contrast gain {trust['contrast_gain']} (the contrast gate read {trust.get('contrast_loss_read')})")
     runs = [("expected depth alone (baseline)", 40.0, False)] + [("depth + intensity", t, True)
                                                                   for t in a.thresholds]
     print(f"{len(movies)} movies (seeds {a.seeds}), {sum(len(m[5]) for m in movies)} true column changes")

@@ -137,6 +137,10 @@ def oracle_metrics(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     return out
 
 
+#: a model spec's suffix for "auto" contrast gain without the contrast gate (the particle's counts alone)
+NO_CONTRAST_GATE = "!countgain"
+
+
 def split_reading(model: str) -> tuple[str, str | None]:
     """`PATH@READING` (a model with lattice heads and the reading to use: static, vibrating, auto) into its
     two parts; a plain path or "default" has no reading."""
@@ -164,6 +168,7 @@ def load_segmenter(model: str, threads: int, backend: str = "auto"):
 
     if is_route(model):  # route=GATE,STATIC,VIBRATING (lattice_route.py)
         return RoutedSegmenter(model, threads=threads)
+    model, count_gain = model.removesuffix(NO_CONTRAST_GATE), model.endswith(NO_CONTRAST_GATE)
     model, reading = split_reading(model)
     path = None if model == "default" else model
     if path is not None:
@@ -173,7 +178,9 @@ def load_segmenter(model: str, threads: int, backend: str = "auto"):
 
         ensure_normalization(read_metadata(path).get("normalization"))
     # contrast as recorded: `hrtem3d segment`'s default
-    return Segmenter(path, threads=threads, backend=backend, contrast="bright", lattice=reading)
+    seg = Segmenter(path, threads=threads, backend=backend, contrast="bright", lattice=reading)
+    seg.use_contrast_gate = not count_gain
+    return seg
 
 
 def set_cases(folder: Path, n_particles: int, doses: list[float] | None = None):
@@ -238,8 +245,9 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
     images = [str(folder / c["image"]) for c in cases]
     rows, oracle = [], {}
     for name, model in models.items():
-        path, reading = split_reading(model)
-        route = is_route(model)
+        bare = model.removesuffix(NO_CONTRAST_GATE)
+        path, reading = split_reading(bare)
+        route = is_route(model) or bare != model  # in-process: the CLI has no switch for it
         norm = None if path == "default" or route else read_metadata(path).get("normalization")
         via = "cli" if _cli_knows(norm) and not route else "in-process"
         with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,14 @@ from typer.testing import CliRunner
 from hrtem3d.cli import app
 from hrtem3d.errors import HrtemError
 from hrtem3d.evaluate.metrics import match_columns
-from hrtem3d.segmentation.gain import GAIN_CONFIDENCE_CAP, GAIN_STEPS, GAIN_TRIGGER, estimate_gain, parse_gain
+from hrtem3d.segmentation.gain import (
+    GAIN_CONFIDENCE_CAP,
+    GAIN_STEPS,
+    GAIN_TRIGGER,
+    ContrastRead,
+    estimate_gain,
+    parse_gain,
+)
 from hrtem3d.segmentation.segmenter import Segmenter
 
 
@@ -59,6 +66,65 @@ def _lower_contrast(frame: np.ndarray, b: float) -> np.ndarray:
     return ((frame + b * frame.mean()) / (1 + b)).astype(np.float32)
 
 
+def _dimmed(m, frame: int, g: float, dose: float = 1000.0) -> np.ndarray:
+    """The movie's noise-free frame under a uniform background that lowers its contrast g times, with fresh
+    shot noise at `dose` e/Å² (what a microscope's diffuse background does: the noise stays that of the dose)."""
+    clean = m.clean[frame]
+    dim = (clean + (g - 1) * clean.mean()) / g
+    return np.random.default_rng(frame).poisson(dim * dose * m.pixel_size_A**2).astype(np.float32)
+
+
+def test_gate_files_hold_their_outputs_and_a_contrast_read_needs_two(tmp_path):
+    import torch
+
+    from hrtem3d.model.gate import VibrationGate, load_gate, save_gate
+    from hrtem3d.model.unet import UNetConfig
+
+    meta = {"pixel_size_A": 0.16, "normalization": "relative", "threshold": 1.2}
+    two = VibrationGate(UNetConfig(widths=(4, 8), n_classes=3), outputs=2).eval()
+    save_gate(tmp_path / "c.safetensors", two, meta)
+    back, got = load_gate(tmp_path / "c.safetensors")
+    x = torch.randn(1, 1, 32, 32)
+    assert back.outputs == got["outputs"] == 2 and back(x).shape == (1, 2)
+    torch.testing.assert_close(back(x), two(x))
+    assert ContrastRead.from_file(tmp_path / "c.safetensors").threshold == 1.2
+    save_gate(tmp_path / "v.safetensors", VibrationGate(UNetConfig(widths=(4, 8), n_classes=3)), meta)
+    with pytest.raises(ValueError, match="contrast gate has two"):
+        ContrastRead.from_file(tmp_path / "v.safetensors")
+
+
+def test_the_gate_raises_the_gain_only_when_its_lower_bound_clears_the_threshold():
+    read = ContrastRead(gate=None, pixel_size_A=0.16, normalization="relative", threshold=1.2)
+    assert read.decide(2.0, 0.2) == 2.0  # lower bound 1.64
+    assert read.decide(1.3, 0.2) is None and read.decide(1.0, 0.01) is None  # 1.06, 0.99: not sure enough
+    assert read.decide(1.5, 0.5) is None  # a high reading with a wide spread is no reading
+
+
+def test_the_shipped_contrast_gate_reads_a_lost_contrast_and_leaves_a_full_one(shipped_movie):
+    from hrtem3d.model.gate import default_gate_path, load_gate
+
+    m = shipped_movie
+    read = ContrastRead.shipped()
+    assert read.threshold >= 1.2 and "percentile" in load_gate(default_gate_path("contrast"))[1]["threshold_source"]
+    full = read.read(_dimmed(m, 0, 1.0), m.pixel_size_A)
+    assert full[0] < 1.15 and full[1] < 0.1 and read.decide(*full) is None, full
+    for g in (2.0, 3.0):  # a contrast halved, and cut to a third (read 1.91 and 2.97 when measured)
+        got = read.read(_dimmed(m, 0, g), m.pixel_size_A)
+        assert 0.8 * g < got[0] < 1.2 * g and got[1] > 0.1 and read.decide(*got) == got[0], (g, got)
+
+
+def test_auto_counts_at_the_gates_reading_when_it_is_sure(shipped_movie):
+    m = shipped_movie
+    truth = m.truth[m.truth.frame == 0]
+    low = _dimmed(m, 0, 3.0)  # a third of the lattice contrast
+    auto = Segmenter(lattice="static").segment(low, m.pixel_size_A)
+    at_one = Segmenter(lattice="static", contrast_gain=1.0).segment(low, m.pixel_size_A)
+    assert auto.contrast_gain == pytest.approx(auto.contrast_loss) and auto.contrast_gain > 2.1
+    assert at_one.contrast_loss is None and at_one.contrast_gain == 1.0  # a gain given: no gate asked
+    assert auto.columns.confidence.max() <= GAIN_CONFIDENCE_CAP < at_one.columns.confidence.max()
+    assert _ce_exact(truth, auto.columns) >= _ce_exact(truth, at_one.columns) + 0.3
+
+
 def _ce_exact(truth, cols) -> float:
     t, p = truth[truth.species == "Ce"], cols[cols.species == "Ce"].reset_index(drop=True)
     m = match_columns(t, p)
@@ -77,18 +143,24 @@ def test_a_fixed_gain_multiplies_the_working_image(shipped_movie):
     np.testing.assert_allclose(c.working_image, a.working_image, atol=2e-3)
 
 
-def test_auto_gain_finds_the_lost_contrast_and_leaves_a_clean_frame_alone(shipped_movie):
+@pytest.mark.parametrize("gate", [True, False])
+def test_auto_gain_finds_the_lost_contrast_and_leaves_a_clean_frame_alone(shipped_movie, gate):
     m = shipped_movie
     truth = m.truth[m.truth.frame == 0]
     seg = Segmenter(lattice="static")  # contrast_gain "auto", the default; the gain is the static reader's
+    seg.use_contrast_gate = gate  # False: the particle's counts against its size alone
     clean = seg.segment(m.frames[0], m.pixel_size_A)
-    assert clean.contrast_gain == 1.0
+    assert clean.contrast_gain == 1.0 and (clean.contrast_loss is not None) == gate
     low = _lower_contrast(m.frames[0], 1.0)  # half the lattice contrast, as a diffuse background gives
     at_one = Segmenter(contrast_gain=1.0, lattice="static").segment(low, m.pixel_size_A)
     auto = seg.segment(low, m.pixel_size_A)
-    # an estimate from the particle's shape: this one is flatter than typical (count_size_ratio 0.62 against
-    # 0.70), so the gain overshoots the true 2 (2.8 measured) and its counts read thicker than they are
     assert 1.5 <= auto.contrast_gain <= 3.0, auto.contrast_gain
+    if gate:  # the contrast gate's reading of the whole image (1.86 measured; its Ce counts 0.93 exact)
+        assert auto.contrast_gain == pytest.approx(auto.contrast_loss) and auto.contrast_gain < 2.4
+        assert _ce_exact(truth, auto.columns) >= 0.8
+    else:  # the particle's counts alone: an estimate from its shape, flatter than typical (count_size_ratio 0.62
+        # against 0.70), so the gain overshoots the true 2 (2.8 measured) and its counts read thicker (0.48)
+        assert auto.contrast_loss is None and auto.contrast_gain > 2.4
     assert auto.columns.confidence.max() <= GAIN_CONFIDENCE_CAP < at_one.columns.confidence.max()  # an estimate
     at_two = Segmenter(contrast_gain=2.0, lattice="static").segment(low, m.pixel_size_A)  # a user who knows
     exact_one, exact_auto, exact_two, exact_clean = (_ce_exact(truth, s.columns) for s in (at_one, auto, at_two,
@@ -133,6 +205,7 @@ def test_a_movie_is_counted_at_the_gain_of_its_first_frame(shipped_movie, tmp_pa
     assert r.exit_code == 0, r.output
     trust = json.loads((out / "trust.json").read_text())
     assert trust["contrast_gain"] > 1.4 and trust["contrast_gain_source"] == "auto"
+    assert trust["contrast_loss_read"] == pytest.approx(trust["contrast_gain"], abs=1e-3)  # the gate's reading
     assert pd.read_parquet(out / "columns.parquet").confidence.max() <= GAIN_CONFIDENCE_CAP
     assert any("--contrast-gain" in w for w in trust["warnings"]) and "--contrast-gain" in r.output
     cols = pd.read_parquet(out / "columns.parquet")

@@ -38,8 +38,10 @@ LATTICE_HELP = ("Read the columns as a static lattice (simulations without froze
                 "shipped model: auto (default), static or vibrating; with a model trained with lattice heads: its "
                 "readings, default its own. trust.json records the reading and the gate's p_vibrating.")
 GAIN_HELP = ("How many times lower the lattice contrast is than in simulation (the Stobbs factor of your "
-             "microscope, e.g. 2.5), or auto: 1 unless the particle's counts read thinner than its size allows, "
-             "then estimated from the particle (a few more forward passes). Recorded in trust.json.")
+             "microscope, e.g. 2.5), or auto: the contrast gate's reading of the whole image when it is sure "
+             "the contrast is lower, else 1 unless the particle's counts read thinner than its size allows, "
+             "then estimated from the particle. Counts at an estimated gain carry a warning and confidence "
+             "at most 0.5. Recorded in trust.json.")
 BACKEND_HELP = ("How the network runs: auto (ONNX Runtime on the CPU, PyTorch on CUDA), onnx, "
                 "torch, or int8 (quantised, calibrated on the first image: faster, less accurate; see "
                 "docs/benchmarks.md).")

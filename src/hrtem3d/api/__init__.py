@@ -93,8 +93,9 @@ def load_model(path: str | Path | Any | None = None, *, metadata: dict | None = 
         lattice: for a model with lattice heads, "static", "vibrating" or "auto" (None: the model's
             default): which reading of the columns to use (see `Segmenter`).
         contrast_gain: how many times lower the images' lattice contrast is than the simulation's (the
-            Stobbs factor, >= 1), or "auto": 1 unless a particle's counts read thinner than its size allows,
-            then estimated from the particle (`hrtem3d.segmentation.gain`).
+            Stobbs factor, >= 1), or "auto": the contrast gate's reading of the whole image when it is sure
+            the contrast is lower, else 1 unless a particle's counts read thinner than its size allows, then
+            estimated from the particle (`hrtem3d.segmentation.gain`).
 
     Returns:
         a `Model` (`hrtem3d.segmentation.segmenter.Segmenter`): `.scheme`, `.pixel_size_A` (Å), `.meta`.

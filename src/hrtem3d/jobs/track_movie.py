@@ -253,6 +253,8 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
             s0 = seg.segment(block[0], src.pixel_size_A, frame=first)
             trust = json.loads(json.dumps(t.reconsider(s0.columns).to_dict(), default=float))
             trust["contrast_gain"] = round(float(s0.contrast_gain), 3)  # decided here, held for the run
+            if s0.contrast_loss is not None:
+                trust["contrast_loss_read"] = round(float(s0.contrast_loss), 3)
             trust.update(lattice_record(s0.lattice, s0.p_vibrating))  # likewise the lattice reading
             if s.contrast_gain == "auto" and s0.contrast_gain > 1:
                 trust["contrast_gain_source"] = "auto"

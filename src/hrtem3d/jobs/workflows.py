@@ -53,6 +53,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     tables, labels, confs, skipped = [], [], [], []
     first, held = None, None  # held: the contrast gain of the first frame, kept for the rest of the file
     reading, p_vibrating = None, None  # likewise the lattice reading (routed by the shipped gate: "auto")
+    loss = None  # the contrast gate's reading of the first frame
     bar = tqdm(total=src.n_frames, disable=not progress, desc=path.name, unit="frame")
     for start, chunk in src.frames():
         for k, frame in enumerate(chunk):
@@ -68,7 +69,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
             s = segmenter.segment(frame, trust.pixel_size_A, frame=i, gain=held, lattice=reading)
             held = s.contrast_gain
             if fresh:
-                reading, p_vibrating = s.lattice, s.p_vibrating
+                reading, p_vibrating, loss = s.lattice, s.p_vibrating, s.contrast_loss
                 trust = trust.reconsider(s.columns)
             s.columns, s.confidence = trust.cap(s.columns, s.confidence)
             tables.append(s.columns)
@@ -91,6 +92,8 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     save_figure(fig, dest / "overlay.png")
     reading = lattice_record(reading, p_vibrating)
     gain = {"contrast_gain": round(float(held), 3)}
+    if loss is not None:
+        gain["contrast_loss_read"] = round(float(loss), 3)
     warnings = list(trust.warnings)
     if estimated:
         warnings.append(estimated_gain_warning(path.name, held))

@@ -1,4 +1,8 @@
-"""The vibration gate: p(vibrating) of one working image, from a U-Net encoder with attention pooling.
+"""Image gates: what one whole working image says about itself, from a U-Net encoder with attention pooling.
+
+Two are shipped. The vibration gate (one output: the logit of p(vibrating)) and the contrast gate (two
+outputs: the mean and log spread of log g, g the factor by which the image's lattice contrast is below the
+simulation's; `hrtem3d.segmentation.gain`). Both are the same module, `VibrationGate(config, outputs=...)`.
 
 A static lattice and a vibrating one (thermal diffuse scattering, as in every real specimen at room
 temperature) need different readings of a thick column, and the counting network's own features do not tell
@@ -11,8 +15,9 @@ A gate file is a safetensors file whose string metadata is::
     {"format": "hrtem3d-gate", "format_version": "1", "hrtem3d": json.dumps(metadata)}
 
 ``metadata`` holds ``unet`` (the encoder's `UNetConfig`; the decoder is never stored), ``pixel_size_A``
-(Å, the working grid), ``normalization`` and ``threshold`` (p(vibrating) above which an image is read as
-vibrating), with the training record.
+(Å, the working grid), ``normalization``, ``outputs`` (1 when absent) and ``threshold`` (the vibration gate:
+p(vibrating) above which an image is read as vibrating; the contrast gate: the lower bound of g above which
+the contrast is put back), with the training record.
 
 >>> import torch
 >>> from hrtem3d.model.unet import UNetConfig
@@ -28,6 +33,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,20 +48,24 @@ DECODER = ("unet.up_blocks.", "unet.ups.", "unet.head.", "unet.vibrating_head.",
 
 
 class VibrationGate(nn.Module):
-    """A U-Net's encoder, attention pooling over its bottleneck, one logit: p(vibrating) of a whole image."""
+    """A U-Net's encoder, attention pooling over its bottleneck, `outputs` numbers for a whole image (one: the
+    logit of p(vibrating))."""
 
-    def __init__(self, config: UNetConfig) -> None:
+    def __init__(self, config: UNetConfig, outputs: int = 1) -> None:
         super().__init__()
         self.unet = UNet(UNetConfig.from_dict({**config.to_dict(), "lattice_heads": False}))  # encoder used only
         c = config.widths[-1]
+        self.outputs = outputs
         self.pool = nn.Conv2d(c, 1, 1)
         nn.init.normal_(self.pool.weight, std=0.01)
-        self.head = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 1))
+        self.head = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N]`` of ``[N, 1, H, W]`` normalised working images (any size; padded to the pooling grid)."""
+        """Outputs ``[N, outputs]`` of ``[N, 1, H, W]`` normalised working images (any size; padded to the
+        pooling grid); ``[N]`` logits for a one-output gate."""
         x = pad_to_multiple(x, self.unet.config.multiple)
-        return self.head(attention_pool(self.unet.encode(x)[-1], self.pool))[:, 0]
+        out = self.head(attention_pool(self.unet.encode(x)[-1], self.pool))
+        return out[:, 0] if self.outputs == 1 else out
 
     def p_vibrating(self, x: torch.Tensor) -> torch.Tensor:
         """p(vibrating) ``[N]`` of ``[N, 1, H, W]`` normalised working images."""
@@ -74,7 +84,7 @@ def save_gate(path: str | os.PathLike, gate: VibrationGate, metadata: dict) -> N
     missing = [k for k in ("pixel_size_A", "normalization", "threshold") if k not in metadata]
     if missing:
         raise HrtemError(f"gate metadata lacks {', '.join(missing)}")
-    full = {**metadata, "unet": gate.unet.config.to_dict()}
+    full = {**metadata, "unet": gate.unet.config.to_dict(), "outputs": gate.outputs}
     header = {"format": GATE_FORMAT, "format_version": str(GATE_FORMAT_VERSION), "hrtem3d": json.dumps(full)}
     state = gate.encoder_state()
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=header))
@@ -98,15 +108,29 @@ def load_gate(path: str | os.PathLike, device: str | torch.device | None = None)
     if meta.get("format") != GATE_FORMAT or "hrtem3d" not in meta:
         raise HrtemError(bad)
     full = json.loads(meta["hrtem3d"])
-    gate = VibrationGate(UNetConfig.from_dict(full["unet"]))
+    gate = VibrationGate(UNetConfig.from_dict(full["unet"]), outputs=int(full.get("outputs", 1)))
     missing, unexpected = gate.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith(DECODER) for k in missing):
         raise HrtemError(f"{bad}: its weights do not fit its configuration")
     return gate.eval().to(pick_device(device)), full
 
 
-def default_gate_path() -> Path:
-    """The gate shipped with hrtem3d: ``hrtem3d/weights/vibration_gate.safetensors``."""
+def default_gate_path(kind: str = "vibration") -> Path:
+    """A gate shipped with hrtem3d: ``hrtem3d/weights/{kind}_gate.safetensors`` ("vibration" or "contrast")."""
     import importlib.resources
 
-    return Path(str(importlib.resources.files("hrtem3d") / "weights" / "vibration_gate.safetensors"))
+    return Path(str(importlib.resources.files("hrtem3d") / "weights" / f"{kind}_gate.safetensors"))
+
+
+def gate_input(image: np.ndarray, pixel_size_A: float, *, gate_pixel_A: float, normalization: str,
+               contrast_sign: float = 1.0) -> torch.Tensor:
+    """``[1, 1, H, W]`` input of a gate from an image as recorded (`[y, x]`, `pixel_size_A` Å): `segment`'s
+    resampling to the gate's working grid (`gate_pixel_A`) and normalisation, cropped to whole pooling cells;
+    `contrast_sign` -1 for an image with dark atoms."""
+    from hrtem3d.data.normalize import normalizer
+    from hrtem3d.data.resample import to_working_grid
+
+    work, _ = to_working_grid(np.asarray(image, np.float32), pixel_size_A, gate_pixel_A)
+    work = contrast_sign * normalizer(normalization)(work)
+    ny, nx = (s - s % 16 for s in work.shape)  # the encoder halves four times
+    return torch.from_numpy(np.ascontiguousarray(work[:ny, :nx], np.float32))[None, None]

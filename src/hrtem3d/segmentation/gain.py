@@ -1,5 +1,10 @@
 """A real microscope's lost lattice contrast, put back before counting: a gain on the relative contrast.
 
+Two witnesses of the lost contrast, asked in turn by `--contrast-gain auto`: the shipped contrast gate
+(`ContrastRead`, a network that reads g from the whole working image: the outline, the edge columns, the
+Fresnel fringes and the noise together; docs/model.md, "The contrast gate"), and, where it does not raise
+the gain, the particle's counts against its size (`estimate_gain`, below).
+
 Experimental HRTEM images carry 2 to 3 times less lattice contrast than simulations (the Stobbs
 factor: thermal diffuse and inelastic scattering, detector MTF, vibration), and a network that reads a
 column's thickness from its contrast then reads every column thinner. One image cannot tell a thinner
@@ -29,9 +34,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from hrtem3d.segmentation.envelope_check import THIN_LIMIT, TYPICAL_RATIO
 
@@ -68,6 +76,59 @@ def estimate_gain(ratio_at: Callable[[float], float], *, trigger: float = GAIN_T
     return float(g0)
 
 
+@dataclass
+class ContrastRead:
+    """The contrast gate and its threshold: `gain(image, pixel_size_A)` is the factor g by which the image's
+    lattice contrast is below the simulation's, or None when the gate cannot tell it from 1.
+
+    Attributes:
+        gate: a two-output gate (`hrtem3d.model.gate`: mean and log spread of log g); pixel_size_A: its working
+        grid (Å); normalization: its input scheme; threshold: the lower bound exp(mu - sigma) of g above which
+        the gain is taken (stored in the gate file: a high percentile of the gate on training images at full
+        contrast, so that ideal images are left alone).
+    """
+
+    gate: torch.nn.Module
+    pixel_size_A: float
+    normalization: str
+    threshold: float
+
+    @classmethod
+    def shipped(cls, device: str | torch.device | None = None) -> ContrastRead:
+        from hrtem3d.model.gate import default_gate_path
+
+        return cls.from_file(default_gate_path("contrast"), device)
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str | torch.device | None = None) -> ContrastRead:
+        from hrtem3d.model.gate import load_gate
+
+        gate, meta = load_gate(path, device)
+        if gate.outputs != 2:
+            raise ValueError(f"{path} is a gate with {gate.outputs} output(s); a contrast gate has two")
+        return cls(gate, float(meta["pixel_size_A"]), str(meta["normalization"]), float(meta["threshold"]))
+
+    @torch.inference_mode()
+    def read(self, image: np.ndarray, pixel_size_A: float, contrast_sign: float = 1.0) -> tuple[float, float]:
+        """(g, sigma): the gate's estimate of the contrast loss of an image as recorded (`[y, x]`,
+        `pixel_size_A` Å) and the spread of log g."""
+        from hrtem3d.model.gate import gate_input
+
+        x = gate_input(image, pixel_size_A, gate_pixel_A=self.pixel_size_A, normalization=self.normalization,
+                       contrast_sign=contrast_sign)
+        out = self.gate(x.to(next(self.gate.parameters()).device))[0]
+        return float(np.exp(float(out[0]))), float(np.exp(float(out[1].clamp(-4, 2))))
+
+    def decide(self, g: float, sigma: float) -> float | None:
+        """The gain to take from a reading `(g, sigma)`: g when its lower bound exp(log g - sigma) exceeds the
+        threshold, else None (the gate cannot tell the contrast from the simulation's)."""
+        return g if g * np.exp(-sigma) > self.threshold else None
+
+    def gain(self, image: np.ndarray, pixel_size_A: float, contrast_sign: float = 1.0) -> float | None:
+        """`decide` on the gate's reading of an image as recorded."""
+        return self.decide(*self.read(image, pixel_size_A, contrast_sign))
+
+
 def cap_at_estimated_gain(columns: pd.DataFrame) -> pd.DataFrame:
     """The column table with its confidence capped at `GAIN_CONFIDENCE_CAP`: counts made at an estimated gain."""
     if not len(columns):
@@ -77,9 +138,9 @@ def cap_at_estimated_gain(columns: pd.DataFrame) -> pd.DataFrame:
 
 def estimated_gain_warning(name: str, gain: float, counted: str = "they were") -> str:
     """The one-line warning for an input whose gain "auto" raised: what happened and what to give instead."""
-    return (f"{name}: its columns read far too thin for the particle's size at the simulation's contrast, so "
-            f"{counted} counted at {gain:.2f} x the lattice contrast; give --contrast-gain with your microscope's "
-            "contrast loss to fix it")
+    return (f"{name}: its lattice contrast reads {gain:.2f} x lower than the simulation's (a diffuse background, "
+            f"the Stobbs factor), so {counted} counted at that gain, confidence capped at {GAIN_CONFIDENCE_CAP}; "
+            "give --contrast-gain with your microscope's contrast loss to fix it")
 
 
 def parse_gain(value: str | float | None) -> float | str:

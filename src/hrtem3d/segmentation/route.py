@@ -23,9 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hrtem3d.data.normalize import normalizer
-from hrtem3d.data.resample import to_working_grid
-from hrtem3d.model.gate import VibrationGate, default_gate_path, load_gate
+from hrtem3d.model.gate import VibrationGate, default_gate_path, gate_input, load_gate
 
 #: the readings of the shipped pair, and the one used when none is asked for
 READINGS = ("static", "vibrating", "auto")
@@ -66,10 +64,8 @@ class LatticeRoute:
     def p_vibrating(self, image: np.ndarray, pixel_size_A: float, contrast_sign: float = 1.0) -> float:
         """p(vibrating) of an image as recorded (`[y, x]`, `pixel_size_A` Å), through `segment`'s resampling
         and normalisation; `contrast_sign` -1 for an image with dark atoms."""
-        work, _ = to_working_grid(np.asarray(image, np.float32), pixel_size_A, self.pixel_size_A)
-        work = contrast_sign * normalizer(self.normalization)(work)
-        ny, nx = (s - s % 16 for s in work.shape)  # the encoder halves four times
-        x = torch.from_numpy(np.ascontiguousarray(work[:ny, :nx], np.float32))[None, None]
+        x = gate_input(image, pixel_size_A, gate_pixel_A=self.pixel_size_A, normalization=self.normalization,
+                       contrast_sign=contrast_sign)
         device = next(self.gate.parameters()).device
         return float(self.gate.p_vibrating(x.to(device))[0])
 

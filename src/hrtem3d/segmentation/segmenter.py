@@ -25,8 +25,8 @@ from hrtem3d.model.runtime import make_engine
 from hrtem3d.model.unet import fix_lattice, pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
 from hrtem3d.segmentation.confidence import calibrate_columns, map_terms, uses_ratio
-from hrtem3d.segmentation.envelope_check import count_size_ratio
-from hrtem3d.segmentation.gain import cap_at_estimated_gain, estimate_gain, parse_gain
+from hrtem3d.segmentation.envelope_check import check_envelope, count_size_ratio
+from hrtem3d.segmentation.gain import ContrastRead, cap_at_estimated_gain, estimate_gain, parse_gain
 from hrtem3d.segmentation.route import READINGS, SHIPPED_READING, LatticeRoute, vibrating_model_path
 from hrtem3d.segmentation.vacuum import VACUUM_MARGIN_A, particle_regions
 
@@ -49,6 +49,7 @@ class Segmentation:
         contrast_gain: the gain the normalised image was multiplied by (`segmentation.gain`; 1: none).
         lattice: the reading used ("static" or "vibrating"; None for a model of one reading but the shipped one).
         p_vibrating: the vibration gate's p(vibrating) when it decided the reading (a routed segmenter), else None.
+        contrast_loss: the contrast gate's reading of g when it was asked (`--contrast-gain auto`), else None.
     """
 
     columns: pd.DataFrame
@@ -58,6 +59,7 @@ class Segmentation:
     contrast_gain: float = 1.0
     lattice: str | None = None
     p_vibrating: float | None = None
+    contrast_loss: float | None = None
     _labels: np.ndarray | None = field(default=None, repr=False)
     _confidence: np.ndarray | None = field(default=None, repr=False)
 
@@ -136,11 +138,12 @@ class Segmenter:
             model alone), "vibrating" (`weights/vibrating.safetensors`) or "auto" (the default,
             `SHIPPED_READING`: each image routed by the shipped vibration gate, `segmentation.route`).
         contrast_gain: how many times lower the image's lattice contrast is than the simulation's (the
-            Stobbs factor; the normalised image is multiplied by it), or "auto": 1 unless the particle's
-            counts read thinner than its size allows, then estimated from the particle
-            (`segmentation.gain.estimate_gain`, a few more forward passes), for each image on its own
-            (`segment(..., gain=)` holds one for the frames of a movie); counts made at an estimated
-            gain have their confidence capped at `GAIN_CONFIDENCE_CAP` (0.5).
+            Stobbs factor; the normalised image is multiplied by it), or "auto": the shipped contrast gate's
+            reading of the whole image when it is sure the contrast is lower (`segmentation.gain.ContrastRead`,
+            one encoder pass), else 1 unless the particle's counts read thinner than its size allows, then
+            estimated from the particle (`segmentation.gain.estimate_gain`, a few more forward passes), for
+            each image on its own (`segment(..., gain=)` holds one for the frames of a movie); counts made at
+            an estimated gain have their confidence capped at `GAIN_CONFIDENCE_CAP` (0.5).
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None, tile: int = 1024,
@@ -167,6 +170,8 @@ class Segmenter:
         if self.lattice_heads or not shipped:
             self.model = fix_lattice(self.model, self.lattice).eval()
         self.shipped = shipped
+        self.contrast_read: ContrastRead | None = None  # loaded when "auto" first needs it
+        self.use_contrast_gate = True
         self.route, self.vibrating = None, None
         if shipped and self.lattice == "auto":
             self.route = LatticeRoute.shipped(self.device)
@@ -307,19 +312,32 @@ class Segmenter:
         if not 0.005 <= pixel_size_A <= 2.0:
             raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
                              "give `pixel_size_A`", param="pixel_size_A")
+        sign = 1.0 if self.contrast != "dark" else -1.0
+        loss, read = None, False
+        if gain is None and self.contrast_gain == "auto" and self.use_contrast_gate:
+            if self.contrast_read is None:
+                self.contrast_read = ContrastRead.shipped(self.device)
+            loss, sigma = self.contrast_read.read(image, pixel_size_A, sign)
+            gain = self.contrast_read.decide(loss, sigma)
+            if gain is not None and not check_envelope(image, pixel_size_A).in_envelope:
+                gain = None  # no CeO2 [110] lattice the gate could have read (a bare film, another material)
+            read = gain is not None
         if self.route is not None:
             p = None
             if lattice is None:
-                p = self.route.p_vibrating(image, pixel_size_A, 1.0 if self.contrast != "dark" else -1.0)
+                p = self.route.p_vibrating(image, pixel_size_A, sign)
                 lattice = self.route.reading(p)
             if lattice not in ("static", "vibrating"):
                 raise HrtemError(f"a routed image is read as static or vibrating, got {lattice!r}", param="lattice")
-            r = self.vibrating.segment(image, pixel_size_A, frame, gain=gain) if lattice == "vibrating" else \
-                self._segment_gain(image, pixel_size_A, frame, gain)
+            reader = self.vibrating if lattice == "vibrating" else self
+            r = reader._segment_gain(image, pixel_size_A, frame, gain)
             r.lattice, r.p_vibrating = lattice, p
-            return r
-        r = self._segment_gain(image, pixel_size_A, frame, gain)
-        r.lattice = self.lattice_reading
+        else:
+            r = self._segment_gain(image, pixel_size_A, frame, gain)
+            r.lattice = self.lattice_reading
+        if read:  # counts that rest on the gate's estimate of the contrast scale
+            r.columns = cap_at_estimated_gain(r.columns)
+        r.contrast_loss = loss
         return r
 
     def _segment_gain(self, image: np.ndarray, pixel_size_A: float, frame: int, gain: float | None) -> Segmentation:
