@@ -52,6 +52,14 @@ def test_thin_counts_raise_the_gain_to_the_typical_ratio():
     assert estimate_gain(r) == 1.5
 
 
+def test_the_particles_counts_only_raise_the_contrast_gates_reading():
+    r = _Ratios(0.35)  # at the gate's 1.6 the counts read plausibly (0.56): the reading stands, one pass
+    assert estimate_gain(r, start=1.6) == 1.6 and r.asked == [1.6]
+    r = _Ratios(0.30)  # still too thin at 1.6 (0.48): the steps above it, interpolated to the typical 0.70
+    assert estimate_gain(r, start=1.6, target=0.70) == pytest.approx(2.0 + 0.5 * (0.70 - 0.60) / (0.75 - 0.60))
+    assert r.asked == [1.6, 2.0, 2.5]
+
+
 def test_parse_gain():
     assert parse_gain("auto") == "auto" and parse_gain(None) == "auto" and parse_gain("2.5") == 2.5
     for bad in ("0.5", "11", "x"):
@@ -229,3 +237,17 @@ def test_segment_movie_holds_the_first_frames_gain_and_its_cap(shipped_movie):
     cols = mc.columns
     assert cols.frame.nunique() == len(m.frames)
     assert cols.confidence.max() <= GAIN_CONFIDENCE_CAP
+
+
+def test_the_gates_reading_is_taken_only_where_the_image_shows_the_ceria_lattice(shipped_movie, monkeypatch):
+    """A gate reading of an image without the CeO2 [110] lattice (a bare film, noise, another material) means
+    nothing: the gain is then left to the particle's counts, however sure the gate is."""
+    m = shipped_movie
+    seg = Segmenter(lattice="static")
+    seg.segment(m.frames[0], m.pixel_size_A)  # loads the gate
+    monkeypatch.setattr(seg.contrast_read, "threshold", 0.0)  # every reading counts as sure
+    on = seg.segment(m.frames[0], m.pixel_size_A)
+    assert on.contrast_gain == pytest.approx(on.contrast_loss)  # the lattice is there: the reading is taken
+    noise = np.random.default_rng(5).poisson(1000 * m.pixel_size_A**2, m.frames[0].shape).astype(np.float32)
+    off = seg.segment(noise, m.pixel_size_A)
+    assert off.contrast_loss is not None and off.contrast_gain != pytest.approx(off.contrast_loss)

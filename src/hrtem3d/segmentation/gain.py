@@ -52,21 +52,24 @@ GAIN_STEPS = (1.5, 2.0, 2.5, 3.0)  # gains tried in turn; 3 is the largest Stobb
 
 
 def estimate_gain(ratio_at: Callable[[float], float], *, trigger: float = GAIN_TRIGGER,
-                  target: float = GAIN_TARGET, steps: tuple[float, ...] = GAIN_STEPS) -> float:
-    """The contrast gain (>= 1) at which a particle's counts read like a typical training particle's.
+                  target: float = GAIN_TARGET, steps: tuple[float, ...] = GAIN_STEPS, start: float = 1.0) -> float:
+    """The contrast gain (>= `start`) at which a particle's counts read like a typical training particle's.
 
     Args:
         ratio_at: `count_size_ratio` of the image segmented at a given gain (NaN when too few columns
             to judge: the gain then stays where it is).
-        trigger: below this ratio at gain 1 the gain is raised; at or above it (or NaN) 1 is returned
-            and `ratio_at` is called once.
+        trigger: below this ratio at gain `start` the gain is raised; at or above it (or NaN) `start` is
+            returned and `ratio_at` is called once.
         target: the ratio to reach; the gain is interpolated linearly between the two steps around it.
-        steps: gains tried in increasing order; the last is returned when even it reads too thin.
+        steps: gains tried in increasing order (those above `start`); the last is returned when even it
+            reads too thin.
+        start: the gain to begin from: 1, or the contrast gate's reading (`ContrastRead`), which the
+            particle's counts then only raise further, never lower.
     """
-    g0, r0 = 1.0, ratio_at(1.0)
+    g0, r0 = float(start), ratio_at(float(start))
     if not r0 < trigger:
-        return 1.0
-    for g in steps:
+        return g0
+    for g in (s for s in steps if s > start):
         r = ratio_at(g)
         if not np.isfinite(r):
             return g0

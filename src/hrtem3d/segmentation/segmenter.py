@@ -313,15 +313,14 @@ class Segmenter:
             raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
                              "give `pixel_size_A`", param="pixel_size_A")
         sign = 1.0 if self.contrast != "dark" else -1.0
-        loss, read = None, False
+        loss, start = None, 1.0
         if gain is None and self.contrast_gain == "auto" and self.use_contrast_gate:
             if self.contrast_read is None:
                 self.contrast_read = ContrastRead.shipped(self.device)
             loss, sigma = self.contrast_read.read(image, pixel_size_A, sign)
-            gain = self.contrast_read.decide(loss, sigma)
-            if gain is not None and not check_envelope(image, pixel_size_A).in_envelope:
-                gain = None  # no CeO2 [110] lattice the gate could have read (a bare film, another material)
-            read = gain is not None
+            read = self.contrast_read.decide(loss, sigma)
+            if read is not None and check_envelope(image, pixel_size_A).in_envelope:
+                start = read  # taken only where the gate saw a CeO2 [110] lattice (not a bare film, another material)
         if self.route is not None:
             p = None
             if lattice is None:
@@ -330,17 +329,18 @@ class Segmenter:
             if lattice not in ("static", "vibrating"):
                 raise HrtemError(f"a routed image is read as static or vibrating, got {lattice!r}", param="lattice")
             reader = self.vibrating if lattice == "vibrating" else self
-            r = reader._segment_gain(image, pixel_size_A, frame, gain)
+            r = reader._segment_gain(image, pixel_size_A, frame, gain, start)
             r.lattice, r.p_vibrating = lattice, p
         else:
-            r = self._segment_gain(image, pixel_size_A, frame, gain)
+            r = self._segment_gain(image, pixel_size_A, frame, gain, start)
             r.lattice = self.lattice_reading
-        if read:  # counts that rest on the gate's estimate of the contrast scale
-            r.columns = cap_at_estimated_gain(r.columns)
         r.contrast_loss = loss
         return r
 
-    def _segment_gain(self, image: np.ndarray, pixel_size_A: float, frame: int, gain: float | None) -> Segmentation:
+    def _segment_gain(self, image: np.ndarray, pixel_size_A: float, frame: int, gain: float | None,
+                      start: float = 1.0) -> Segmentation:
+        """At `gain`, or (None, "auto") at the gain the particle's counts ask for from `start` up (the contrast
+        gate's reading, or 1); counts at an estimated gain have their confidence capped."""
         if gain is None and self.contrast_gain != "auto":
             gain = float(self.contrast_gain)
         if gain is not None:
@@ -351,7 +351,7 @@ class Segmenter:
             done[gain] = self._segment(image, pixel_size_A, frame, gain)
             return count_size_ratio(done[gain].columns)
 
-        best = estimate_gain(ratio_at)
+        best = estimate_gain(ratio_at, start=start)
         r = done.get(best) or self._segment(image, pixel_size_A, frame, best)
         if best > 1:  # counts that rest on an estimated contrast scale
             r.columns = cap_at_estimated_gain(r.columns)
