@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,8 @@ def gate_input(image: np.ndarray, pixel_size_A: float, *, gate_pixel_A: float, n
     from hrtem3d.data.resample import to_working_grid
 
     work, _ = to_working_grid(np.asarray(image, np.float32), pixel_size_A, gate_pixel_A)
-    work = contrast_sign * normalizer(normalization)(work)
+    with warnings.catch_warnings():  # what normalising says of an input, the counting network's own pass says once
+        warnings.simplefilter("ignore")
+        work = contrast_sign * normalizer(normalization)(work)
     ny, nx = (s - s % 16 for s in work.shape)  # the encoder halves four times
     return torch.from_numpy(np.ascontiguousarray(work[:ny, :nx], np.float32))[None, None]
