@@ -32,8 +32,8 @@ from torch import nn
 
 from hrtem3d.data.dataset import HrtemDataset
 from hrtem3d.data.normalize import relative_contrast
-from hrtem3d.model.gate import VibrationGate, default_gate_path, gate_input, load_gate, save_gate
-from hrtem3d.model.unet import attention_pool, pad_to_multiple
+from hrtem3d.model.gate import VibrationGate, default_gate_path, load_gate, save_gate
+from hrtem3d.segmentation.gain import LOG_SIGMA_RANGE, ContrastRead
 from hrtem3d.simulate.scope import ScopeEnvelope
 
 #: the contrast a set's background leaves (robust_sets.py: "background" 0.5, and "all" holds it too)
@@ -53,9 +53,9 @@ def two_outputs(gate: VibrationGate) -> VibrationGate:
 
 
 def mu_log_sigma(gate: VibrationGate, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = pad_to_multiple(x, gate.unet.config.multiple)
-    out = gate.head(attention_pool(gate.unet.encode(x)[-1], gate.pool))
-    return out[:, 0], out[:, 1].clamp(-4, 2)
+    """(mu, log sigma) of log g for a batch, log sigma held to `LOG_SIGMA_RANGE` as `ContrastRead` reads it."""
+    out = gate(x)
+    return out[:, 0], out[:, 1].clamp(*LOG_SIGMA_RANGE)
 
 
 @dataclass
@@ -93,7 +93,7 @@ def train(a: argparse.Namespace) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
     if a.resume:
-        gate, meta = load_two(a.resume)
+        gate, meta = load_gate(a.resume)
     else:
         gate, meta = load_gate(a.init)
         gate = two_outputs(gate)
@@ -132,21 +132,6 @@ def train(a: argparse.Namespace) -> None:
     print(f"wrote {a.out}")
 
 
-def load_two(path: Path) -> tuple[VibrationGate, dict]:
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from hrtem3d.model.unet import UNetConfig
-
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["hrtem3d"])
-    gate = VibrationGate(UNetConfig.from_dict(meta["unet"]), outputs=2)
-    gate.load_state_dict(load_file(str(path)), strict=False)
-    return gate.eval(), meta
-
-
 def uniform_sources(a: argparse.Namespace) -> list[tuple[str, Path, float]]:
     """(name, folder, pixel size) of the folders with noise-free `pK_clean.tif` images to dim."""
     out = []
@@ -176,13 +161,11 @@ def read(a: argparse.Namespace) -> None:
     from lattice_route import p_by_source, store_fields
 
     torch.set_num_threads(2)
-    gate, meta = load_two(a.gate)
+    contrast = ContrastRead.from_file(a.gate)  # as `segment` reads an image
 
-    @torch.inference_mode()
     def read_one(image: np.ndarray, px: float) -> tuple[float, float]:
-        x = gate_input(image, px, gate_pixel_A=float(meta["pixel_size_A"]), normalization=meta["normalization"])
-        mu, ls = mu_log_sigma(gate, x)
-        return float(mu[0]), float(ls[0].exp())
+        g, sigma = contrast.read(image, px)
+        return float(np.log(g)), sigma
 
     groups = p_by_source(a, read_one)
     truth = dict(KNOWN_G)
@@ -214,14 +197,13 @@ def set_threshold(a: argparse.Namespace) -> None:
     from lattice_route import store_fields
 
     torch.set_num_threads(2)
-    gate, meta = load_two(a.gate)
+    gate, meta = load_gate(a.gate)
+    contrast = ContrastRead(gate, float(meta["pixel_size_A"]), meta["normalization"], 0.0)  # as `segment` reads
     lbs = []
-    with torch.inference_mode():
-        for dose in (300.0, 1000.0, 5000.0):
-            for img, px in store_fields(a.store, dose, a.n, a.first_structure):
-                mu, ls = mu_log_sigma(gate, gate_input(img, px, gate_pixel_A=float(meta["pixel_size_A"]),
-                                                       normalization=meta["normalization"]))
-                lbs.append(float(np.exp(float(mu[0]) - float(ls[0].exp()))))
+    for dose in (300.0, 1000.0, 5000.0):
+        for img, px in store_fields(a.store, dose, a.n, a.first_structure):
+            g, sigma = contrast.read(img, px)
+            lbs.append(g * float(np.exp(-sigma)))
     pct = float(np.percentile(lbs, a.percentile))
     t = round(max(pct, a.floor), 2)
     print(f"lower bound of g on {len(lbs)} fields of {a.store}: median {np.median(lbs):.3f}, "

@@ -79,6 +79,9 @@ def estimate_gain(ratio_at: Callable[[float], float], *, trigger: float = GAIN_T
     return float(g0)
 
 
+#: the range log sigma (the spread of log g the contrast gate gives) is held to, in training and in reading
+LOG_SIGMA_RANGE = (-4.0, 2.0)
+
 #: the contrast gate reads at most this many working pixels a side (51 Å at 0.16 Å: the training fields'
 #: size, and every image of the benchmarks), the window with the most contrast in a larger frame
 GATE_WINDOW_PX = 320
@@ -105,8 +108,8 @@ def busiest_window(x: torch.Tensor, size: int) -> torch.Tensor:
 
 @dataclass
 class ContrastRead:
-    """The contrast gate and its threshold: `gain(image, pixel_size_A)` is the factor g by which the image's
-    lattice contrast is below the simulation's, or None when the gate cannot tell it from 1.
+    """The contrast gate and its threshold: `read(image, pixel_size_A)` gives the factor g by which the image's
+    lattice contrast is below the simulation's, with its spread; `decide` says whether to act on it.
 
     Attributes:
         gate: a two-output gate (`hrtem3d.model.gate`: mean and log spread of log g); pixel_size_A: its working
@@ -144,16 +147,12 @@ class ContrastRead:
         x = gate_input(image, pixel_size_A, gate_pixel_A=self.pixel_size_A, normalization=self.normalization,
                        contrast_sign=contrast_sign)
         out = self.gate(busiest_window(x, GATE_WINDOW_PX).to(next(self.gate.parameters()).device))[0]
-        return float(np.exp(float(out[0]))), float(np.exp(float(out[1].clamp(-4, 2))))
+        return float(np.exp(float(out[0]))), float(np.exp(float(out[1].clamp(*LOG_SIGMA_RANGE))))
 
     def decide(self, g: float, sigma: float) -> float | None:
         """The gain to take from a reading `(g, sigma)`: g when its lower bound exp(log g - sigma) exceeds the
         threshold, else None (the gate cannot tell the contrast from the simulation's)."""
         return g if g * np.exp(-sigma) > self.threshold else None
-
-    def gain(self, image: np.ndarray, pixel_size_A: float, contrast_sign: float = 1.0) -> float | None:
-        """`decide` on the gate's reading of an image as recorded."""
-        return self.decide(*self.read(image, pixel_size_A, contrast_sign))
 
 
 def cap_at_estimated_gain(columns: pd.DataFrame) -> pd.DataFrame:
