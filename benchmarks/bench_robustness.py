@@ -139,6 +139,14 @@ def oracle_metrics(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 #: a model spec's suffix for "auto" contrast gain without the contrast gate (the particle's counts alone)
 NO_CONTRAST_GATE = "!countgain"
+#: a model spec's suffix for the contrast gate without its confidence map (`confidence.apply_gates_map`)
+NO_GATES_MAP = "!nogatesmap"
+
+
+def strip_switches(model: str) -> tuple[str, set[str]]:
+    """A model spec without its `!` switches (`NO_CONTRAST_GATE`, `NO_GATES_MAP`), and the switches."""
+    bare, *switches = model.split("!")
+    return bare, {"!" + w for w in switches}
 
 
 def split_reading(model: str) -> tuple[str, str | None]:
@@ -168,7 +176,7 @@ def load_segmenter(model: str, threads: int, backend: str = "auto"):
 
     if is_route(model):  # route=GATE,STATIC,VIBRATING (lattice_route.py)
         return RoutedSegmenter(model, threads=threads)
-    model, count_gain = model.removesuffix(NO_CONTRAST_GATE), model.endswith(NO_CONTRAST_GATE)
+    model, switches = strip_switches(model)
     model, reading = split_reading(model)
     path = None if model == "default" else model
     if path is not None:
@@ -179,7 +187,8 @@ def load_segmenter(model: str, threads: int, backend: str = "auto"):
         ensure_normalization(read_metadata(path).get("normalization"))
     # contrast as recorded: `hrtem3d segment`'s default
     seg = Segmenter(path, threads=threads, backend=backend, contrast="bright", lattice=reading)
-    seg.use_contrast_gate = not count_gain
+    seg.use_contrast_gate = NO_CONTRAST_GATE not in switches
+    seg.use_gates_map = NO_GATES_MAP not in switches
     return seg
 
 
@@ -245,7 +254,7 @@ def run_independent(folder: Path, models: dict, segs: dict, doses: list[float] |
     images = [str(folder / c["image"]) for c in cases]
     rows, oracle = [], {}
     for name, model in models.items():
-        bare = model.removesuffix(NO_CONTRAST_GATE)
+        bare = strip_switches(model)[0]
         path, reading = split_reading(bare)
         route = is_route(model) or bare != model  # in-process: the CLI has no switch for it
         norm = None if path == "default" or route else read_metadata(path).get("normalization")

@@ -128,3 +128,37 @@ def test_an_image_the_network_is_unsure_of_lowers_every_columns_confidence():
         e_plain = expected_calibration_error(plain[half], ok[half])
         e_both = expected_calibration_error(both[half], ok[half])
         assert e_both < 0.06 and e_both < 0.5 * e_plain, (e_plain, e_both)
+
+
+def test_the_gates_features_vanish_on_a_reading_at_the_gain_used_and_grow_with_what_was_left_unread():
+    from hrtem3d.segmentation.confidence import GATE_FEATURES, RAISED_FEATURES, gate_features
+
+    n = np.array([1, 4, 9])
+    ideal = gate_features(1.0, 0.0, 1.0, n)
+    assert ideal.shape == (3, len(GATE_FEATURES)) and not ideal.any()
+    names = GATE_FEATURES + RAISED_FEATURES
+    taken = gate_features(2.0, 0.2, 2.0, n, names=names)  # the reading taken: nothing unread, a raised gain
+    unread = gate_features(2.0, 0.2, 1.0, n, names=names)  # the reading left aside (the lattice guard, a low bound)
+    k = {name: i for i, name in enumerate(names)}
+    assert np.allclose(taken[:, k["unread"]], 0) and np.allclose(taken[:, k["raised"]], np.log(2))
+    assert np.allclose(unread[:, k["unread"]], np.log(2 / 1.1)) and np.allclose(unread[:, k["raised"]], 0)
+    assert np.allclose(unread[:, k["spread"]], 0.1)  # the spread beyond an ideal reading's 0.1
+    assert not gate_features(1.05, 0.08, 1.0, n).any()  # what the gate reads on ideal images: no evidence
+    assert unread[0, k["unread_x_log_n"]] == 0 < unread[1, k["unread_x_log_n"]] < unread[2, k["unread_x_log_n"]]
+    assert np.allclose(gate_features(0.9, 0.1, 1.0, n)[:, k["unread"]], 0)  # more contrast than simulated: no loss
+
+
+def test_the_gates_map_lowers_thick_columns_most_where_the_gate_read_a_loss_left_unread():
+    import pandas as pd
+    import pytest
+
+    from hrtem3d.segmentation.confidence import GATE_FEATURES, apply_gates_map
+
+    cols = pd.DataFrame({"n_atoms": [1, 3, 8], "confidence": [0.9, 0.9, 0.9]})
+    cmap = {"a": 1.0, "b": 0.0, "c": [-1.0, 0.0, -2.0, 0.0], "features": list(GATE_FEATURES)}
+    same = apply_gates_map(cols, cmap, 1.0, 0.05, 1.0)
+    assert np.allclose(same.confidence, 0.9)  # an ideal reading at gain 1: untouched
+    low = apply_gates_map(cols, cmap, 2.0, 0.2, 1.0).confidence.to_numpy()
+    assert low[0] < 0.9 and low[2] < low[1] < low[0]
+    with pytest.raises(ValueError, match="does not know"):
+        apply_gates_map(cols, {**cmap, "features": ["unread", "moon_phase"]}, 2.0, 0.2, 1.0)

@@ -129,8 +129,23 @@ def test_auto_counts_at_the_gates_reading_when_it_is_sure(shipped_movie):
     at_one = Segmenter(lattice="static", contrast_gain=1.0).segment(low, m.pixel_size_A)
     assert auto.contrast_gain == pytest.approx(auto.contrast_loss) and auto.contrast_gain > 2.1
     assert at_one.contrast_loss is None and at_one.contrast_gain == 1.0  # a gain given: no gate asked
-    assert auto.columns.confidence.max() <= GAIN_CONFIDENCE_CAP < at_one.columns.confidence.max()
     assert _ce_exact(truth, auto.columns) >= _ce_exact(truth, at_one.columns) + 0.3
+    assert auto.columns.confidence.max() <= GAIN_CONFIDENCE_CAP < at_one.columns.confidence.max()  # an estimate
+    ideal = Segmenter(lattice="static").segment(m.frames[0], m.pixel_size_A)  # read, and counted at gain 1
+    assert ideal.gates_map and not auto.gates_map and not at_one.gates_map  # the gates' map: counts at gain 1
+
+
+def test_a_loss_the_gate_read_but_the_counts_were_not_made_at_lowers_every_confidence(shipped_movie):
+    """The contrast gate's reading held with a gain that ignores it (a movie's first frame read a loss that the
+    lattice guard or the threshold set aside): the map lowers the counts' confidence, thin and thick columns."""
+    m = shipped_movie
+    seg = Segmenter(lattice="static")
+    plain = seg.segment(m.frames[0], m.pixel_size_A, gain=1.0)
+    held = seg.segment(m.frames[0], m.pixel_size_A, gain=1.0, contrast_read=(2.0, 0.2))
+    assert held.gates_map and not plain.gates_map and held.contrast_loss == 2.0
+    assert (held.columns.n_atoms.to_numpy() == plain.columns.n_atoms.to_numpy()).all()  # the same counts
+    lower = plain.columns.confidence.to_numpy() - held.columns.confidence.to_numpy()
+    assert (lower > 0).all() and lower.mean() > 0.2, lower.mean()
 
 
 def _ce_exact(truth, cols) -> float:
@@ -194,6 +209,14 @@ def test_cli_records_the_gain_and_rejects_a_bad_one(shipped_movie, tmp_path):
                                  str(tmp_path / "bad"), "--no-progress", "--contrast-gain", "0.4"])
     assert r.exit_code != 0 and "--contrast-gain" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "bad" / "low" / "columns.csv").exists()
+    g = tmp_path / "full.tif"  # full contrast, "auto": read, counted at gain 1, through the gates' map
+    tifffile.imwrite(g, m.frames[0])
+    r = CliRunner().invoke(app, ["segment", str(g), "--pixel-size", str(m.pixel_size_A), "--out",
+                                 str(tmp_path / "o"), "--no-progress", "--lattice", "static"])
+    assert r.exit_code == 0, r.output
+    trust = json.loads((tmp_path / "o" / "full" / "trust.json").read_text())
+    assert trust["contrast_gain"] == 1.0 and trust["gates_map"] is True
+    assert trust["contrast_loss_read"] < 1.2 and 0 < trust["contrast_spread_read"] < 0.2
 
 
 def test_a_movie_is_counted_at_the_gain_of_its_first_frame(shipped_movie, tmp_path):
@@ -214,6 +237,7 @@ def test_a_movie_is_counted_at_the_gain_of_its_first_frame(shipped_movie, tmp_pa
     trust = json.loads((out / "trust.json").read_text())
     assert trust["contrast_gain"] > 1.4 and trust["contrast_gain_source"] == "auto"
     assert trust["contrast_loss_read"] == pytest.approx(trust["contrast_gain"], abs=1e-3)  # the gate's reading
+    assert trust["contrast_spread_read"] > 0.05 and not trust["gates_map"]  # a raised gain: capped, not mapped
     assert pd.read_parquet(out / "columns.parquet").confidence.max() <= GAIN_CONFIDENCE_CAP
     assert any("--contrast-gain" in w for w in trust["warnings"]) and "--contrast-gain" in r.output
     cols = pd.read_parquet(out / "columns.parquet")
@@ -237,6 +261,24 @@ def test_segment_movie_holds_the_first_frames_gain_and_its_cap(shipped_movie):
     cols = mc.columns
     assert cols.frame.nunique() == len(m.frames)
     assert cols.confidence.max() <= GAIN_CONFIDENCE_CAP
+
+
+def test_a_movies_frames_hold_the_first_frames_reading_and_go_through_its_map(shipped_movie, monkeypatch):
+    """The gate reads the first frame only; a loss it read there but did not take (here: a threshold out of
+    reach) lowers every frame's confidence alike, though the later frames are never read."""
+    import hrtem3d
+
+    m = shipped_movie
+    model = hrtem3d.load_model(lattice="static")
+    plain = hrtem3d.segment_movie(m.frames, m.pixel_size_A, model).columns  # a full contrast: read as ideal
+    model.segment(m.frames[0], m.pixel_size_A)  # loads the gate
+    reads = []
+    monkeypatch.setattr(model.contrast_read, "threshold", 10.0)  # no reading is taken: counts at gain 1
+    monkeypatch.setattr(model.contrast_read, "read", lambda *a: reads.append(1) or (2.0, 0.3))
+    held = hrtem3d.segment_movie(m.frames, m.pixel_size_A, model).columns
+    assert len(reads) == 1 and len(held) == len(plain)  # read once; the same counts
+    drop = (plain.groupby("frame").confidence.mean() - held.groupby("frame").confidence.mean()).to_numpy()
+    assert len(drop) == len(m.frames) and (drop > 0.15).all(), drop
 
 
 def test_the_gates_reading_is_taken_only_where_the_image_shows_the_ceria_lattice(shipped_movie, monkeypatch):

@@ -213,16 +213,17 @@ def _segment_frames(f, m: Model, contrast: str, start: int, stop: int | None, ch
 
     m.set_contrast(contrast)
     reference, gain, estimated = None, None, False  # the first good frame's contrast gain holds for the movie
-    reading = None  # and its lattice reading (a routed model: the shipped pair with lattice "auto")
+    reading, read = None, None  # and its lattice reading (a routed model) and the contrast gate's (g, sigma)
     for first, block in f.blocks(start, stop, chunk=chunk):
         for k, image in enumerate(block):
             if not np.isfinite(image).all():
                 skipped.append(first + k)
                 continue
             table, d, work = track_frame(m, image, index=first + k, pixel_size_A=f.pixel_size_A, reference=reference,
-                                         gain=gain, lattice=reading)
+                                         gain=gain, lattice=reading, contrast_read=read)
             if gain is None:
                 gain, reading = table.attrs["contrast_gain"], table.attrs["lattice_reading"]
+                read = table.attrs["contrast_read"]
                 estimated = m.contrast_gain == "auto" and gain > 1
             elif estimated:  # capped as the first frame's were
                 table = cap_at_estimated_gain(table)

@@ -104,7 +104,8 @@ class Chunk:
         model: a model file (None: the shipped one); contrast: "bright" or "dark", decided for the run.
         threads: torch CPU threads on a worker (None: torch's default); compile, backend, skip_vacuum,
             lattice: `Segmenter`'s; contrast_gain: the run's gain (a number, decided on the reference frame);
-            lattice_reading: the run's reading of a routed segmenter ("static" or "vibrating", decided likewise).
+            lattice_reading: the run's reading of a routed segmenter ("static" or "vibrating", decided likewise);
+            contrast_read: the contrast gate's (g, sigma) on the reference frame (None: not asked), held likewise.
     """
 
     path: str
@@ -121,11 +122,20 @@ class Chunk:
     lattice: str | None = None
     contrast_gain: float = 1.0
     lattice_reading: str | None = None
+    contrast_read: tuple[float, float] | None = None
+
+
+def held_read(trust: dict) -> tuple[float, float] | None:
+    """The contrast gate's (g, sigma) of a run's reference frame as `trust.json` records it (None: not asked)."""
+    if "contrast_loss_read" not in trust or "contrast_spread_read" not in trust:
+        return None
+    return float(trust["contrast_loss_read"]), float(trust["contrast_spread_read"])
 
 
 def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: float,
                 reference: np.ndarray | DriftReference | None, gain: float | None = None,
-                lattice: str | None = None) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
+                lattice: str | None = None, contrast_read: tuple[float, float] | None = None
+                ) -> tuple[pd.DataFrame, tuple[float, float], np.ndarray]:
     """Segment one movie frame for tracking: (its column table, its drift (dx, dy) in Å, its working image).
 
     The table has the class probabilities named (`p_Ce3`...) and the frame's drift `drift_x_A`,
@@ -133,14 +143,18 @@ def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: 
     `tracking.drift.drift_reference` when many frames meet it (None: this frame is the reference, drift 0).
     `gain`: the movie's contrast gain (None: the segmenter's setting); the one used is `table.attrs["contrast_gain"]`;
     `lattice`: the movie's reading of a routed segmenter (None: its gate decides); the one used is
-    `table.attrs["lattice_reading"]`.
+    `table.attrs["lattice_reading"]`; `contrast_read`: the contrast gate's (g, sigma) of the movie's first frame,
+    held with its gain (None: read here, when the gain is the segmenter's "auto"); the one used is
+    `table.attrs["contrast_read"]`.
     """
-    s = seg.segment(frame, pixel_size_A, frame=index, gain=gain, lattice=lattice)
+    s = seg.segment(frame, pixel_size_A, frame=index, gain=gain, lattice=lattice, contrast_read=contrast_read)
     dx, dy = frame_shift(reference, s.working_image, bin=DRIFT_BIN) if reference is not None else (0.0, 0.0)
     d = (dx * seg.pixel_size_A, dy * seg.pixel_size_A)
     table = name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1])
     table.attrs["contrast_gain"] = s.contrast_gain
     table.attrs["lattice_reading"] = s.lattice
+    table.attrs["contrast_read"] = (s.contrast_loss, s.contrast_spread) if s.contrast_loss is not None else None
+    table.attrs["gates_map"] = s.gates_map
     return table, d, s.working_image
 
 
@@ -163,7 +177,7 @@ def segment_chunk(chunk: Chunk, reference: np.ndarray) -> dict:
             skipped[i] = "NaN or Inf pixels"
             continue
         table, d, _ = track_frame(seg, frame, index=i, pixel_size_A=src.pixel_size_A, reference=reference,
-                                  lattice=c.lattice_reading)
+                                  lattice=c.lattice_reading, contrast_read=c.contrast_read)
         tables.append(table)
         done.append(i)
         drift.append(d)
@@ -255,6 +269,8 @@ def _prepare(path: Path, dest: Path, s: TrackSettings):
             trust["contrast_gain"] = round(float(s0.contrast_gain), 3)  # decided here, held for the run
             if s0.contrast_loss is not None:
                 trust["contrast_loss_read"] = round(float(s0.contrast_loss), 3)
+                trust["contrast_spread_read"] = round(float(s0.contrast_spread), 3)
+                trust["gates_map"] = s0.gates_map  # whether the gate's reading set the confidence (held below)
             trust.update(lattice_record(s0.lattice, s0.p_vibrating))  # likewise the lattice reading
             if s.contrast_gain == "auto" and s0.contrast_gain > 1:
                 trust["contrast_gain_source"] = "auto"
@@ -289,7 +305,7 @@ def run_chunks(path: Path, dest: Path, s: TrackSettings, progress: bool = True) 
                     part=str(parts / f"chunk_{a:08d}"), model=s.model, contrast=contrast, compile=s.compile,
                     backend=s.backend, skip_vacuum=s.skip_vacuum, lattice=s.lattice,
                     contrast_gain=float(trust.get("contrast_gain", 1.0)),
-                    lattice_reading=trust.get("lattice_reading"))
+                    lattice_reading=trust.get("lattice_reading"), contrast_read=held_read(trust))
               for a, b in todo]
     if s.workers <= 1 and not s.scheduler:
         for c in chunks:

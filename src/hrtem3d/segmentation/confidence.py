@@ -130,3 +130,57 @@ def calibrate_columns(raw: np.ndarray, calibration: dict, noise: float, ratio: f
     coefs, names = map_terms(calibration)
     feats = column_features(raw, noise, ratio, n_atoms=n_atoms, cation=cation, names=names)
     return apply_calibration(raw, calibration["a"], calibration["b"], coefs, feats)
+
+
+# The gates' map (fitted by `benchmarks/gate_confidence.py`, stored in the contrast gate's file): applied after
+# the reader's map to every column of an image the contrast gate read and that was counted at gain 1 (counts at
+# a raised gain keep their flat cap), with the gate's reading g and its spread sigma of log g. Each feature is
+# 0 on an image the gate reads as ideal, and each is also taken times log n (a contrast lost and not put back
+# costs a thick column more).
+GATE_FEATURES = ("unread", "spread", "unread_x_log_n", "spread_x_log_n")
+RAISED_FEATURES = ("raised", "raised_x_log_n")  # measured, not shipped: counts at a raised gain keep the cap
+VIBRATION_FEATURES = ("other_reading", "other_reading_x_log_n")  # measured, not shipped (in-domain ECE)
+# What the contrast gate reads on ideal images like the training images (at the store's sampling, no effects:
+# g 1.00-1.05 and a spread of 0.02-0.08 on the threshold store's fields): a reading within these is no
+# evidence, so an ideal image keeps the reader's own calibration exactly.
+IDEAL_LOSS = 1.1  # g read at most this much above the gain used: nothing unread
+IDEAL_SPREAD = 0.1  # sigma of log g up to this: a sure reading
+
+
+def gate_features(g_read: np.ndarray, g_spread: np.ndarray, g_used: np.ndarray, n_atoms: np.ndarray,
+                  p_other: np.ndarray | float = 0.0, names: tuple[str, ...] | list[str] = GATE_FEATURES
+                  ) -> np.ndarray:
+    """`[n, len(names)]` per column: `unread`, the loss the gate reads beyond the gain the counts were made at
+    (log g_read - log g_used - log `IDEAL_LOSS`, at least 0: a reading under the threshold, or a lattice the
+    guard did not accept); `spread`, the gate's sigma of log g beyond `IDEAL_SPREAD` (at least 0); `raised`,
+    log g_used (counts at a raised gain);
+    `other_reading`, the vibration gate's probability of the reading not used (`p_other`: p(vibrating) for a
+    static reading, 1 - p for a vibrating one, 0 where the user chose the reading); and each times log of the
+    column's count (at least 1). Arguments are per column or numbers (broadcast).
+
+    >>> f = gate_features(np.array([1.4]), np.array([0.2]), np.array([1.0]), np.array([5]))
+    >>> [round(float(v), 3) for v in f[0, :2]]  # log(1.4 / 1.1), 0.2 - 0.1
+    [0.241, 0.1]
+    """
+    n = np.broadcast(g_read, g_spread, g_used, n_atoms, p_other).shape
+    b = lambda v: np.broadcast_to(np.asarray(v, float), n)  # noqa: E731
+    used = np.log(b(g_used))
+    f = {"unread": np.maximum(np.log(b(g_read)) - used - np.log(IDEAL_LOSS), 0.0),
+         "spread": np.maximum(b(g_spread) - IDEAL_SPREAD, 0.0), "raised": used,
+         "other_reading": b(p_other)}
+    log_n = np.log(np.maximum(b(n_atoms), 1.0))
+    f.update({f"{k}_x_log_n": v * log_n for k, v in list(f.items())})
+    return np.stack([f[k] for k in names], axis=-1).reshape(-1, len(names))
+
+
+def apply_gates_map(columns, cmap: dict, g_read: float, g_spread: float, g_used: float, p_other: float = 0.0):
+    """The column table with its `confidence` through the gates' map `cmap` (a, b, c over `features`) for an
+    image the contrast gate read as (`g_read`, `g_spread`), counted at gain `g_used`, read the way the
+    vibration gate gave probability 1 - `p_other` (see `gate_features`)."""
+    names = list(cmap.get("features", GATE_FEATURES))
+    unknown = set(names) - set(GATE_FEATURES + RAISED_FEATURES + VIBRATION_FEATURES)
+    if unknown:
+        raise ValueError(f"a gates' map with features {sorted(unknown)} this version does not know")
+    f = gate_features(g_read, g_spread, g_used, columns["n_atoms"].to_numpy(float), p_other, names)
+    conf = apply_calibration(columns["confidence"].to_numpy(float), cmap["a"], cmap["b"], list(cmap["c"]), f)
+    return columns.assign(confidence=conf)

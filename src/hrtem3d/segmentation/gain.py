@@ -115,13 +115,15 @@ class ContrastRead:
         gate: a two-output gate (`hrtem3d.model.gate`: mean and log spread of log g); pixel_size_A: its working
         grid (Å); normalization: its input scheme; threshold: the lower bound exp(mu - sigma) of g above which
         the gain is taken (stored in the gate file: a high percentile of the gate on training images at full
-        contrast, so that ideal images are left alone).
+        contrast, so that ideal images are left alone); confidence_map: the gates' confidence map fitted for
+        the shipped readers (`segmentation.confidence.apply_gates_map`), None where the file has none.
     """
 
     gate: torch.nn.Module
     pixel_size_A: float
     normalization: str
     threshold: float
+    confidence_map: dict | None = None
 
     @classmethod
     def shipped(cls, device: str | torch.device | None = None) -> ContrastRead:
@@ -136,7 +138,8 @@ class ContrastRead:
         gate, meta = load_gate(path, device)
         if gate.outputs != 2:
             raise ValueError(f"{path} is a gate with {gate.outputs} output(s); a contrast gate has two")
-        return cls(gate, float(meta["pixel_size_A"]), str(meta["normalization"]), float(meta["threshold"]))
+        return cls(gate, float(meta["pixel_size_A"]), str(meta["normalization"]), float(meta["threshold"]),
+                   meta.get("confidence_map"))
 
     @torch.inference_mode()
     def read(self, image: np.ndarray, pixel_size_A: float, contrast_sign: float = 1.0) -> tuple[float, float]:

@@ -24,7 +24,7 @@ from hrtem3d.model.io import load_default_model, load_model
 from hrtem3d.model.runtime import make_engine
 from hrtem3d.model.unet import fix_lattice, pick_device, seam_free_overlap
 from hrtem3d.segmentation.columns import disc_offsets, find_columns
-from hrtem3d.segmentation.confidence import calibrate_columns, map_terms, uses_ratio
+from hrtem3d.segmentation.confidence import apply_gates_map, calibrate_columns, map_terms, uses_ratio
 from hrtem3d.segmentation.envelope_check import check_envelope, count_size_ratio
 from hrtem3d.segmentation.gain import ContrastRead, cap_at_estimated_gain, estimate_gain, parse_gain
 from hrtem3d.segmentation.route import READINGS, SHIPPED_READING, LatticeRoute, vibrating_model_path
@@ -50,6 +50,9 @@ class Segmentation:
         lattice: the reading used ("static" or "vibrating"; None for a model of one reading but the shipped one).
         p_vibrating: the vibration gate's p(vibrating) when it decided the reading (a routed segmenter), else None.
         contrast_loss: the contrast gate's reading of g when it was asked (`--contrast-gain auto`), else None.
+        contrast_spread: the spread (sigma of log g) of that reading, else None.
+        gates_map: whether the gates' confidence map (`confidence.apply_gates_map`) set the confidence (counts
+            at gain 1 that the contrast gate read).
     """
 
     columns: pd.DataFrame
@@ -60,6 +63,8 @@ class Segmentation:
     lattice: str | None = None
     p_vibrating: float | None = None
     contrast_loss: float | None = None
+    contrast_spread: float | None = None
+    gates_map: bool = False
     _labels: np.ndarray | None = field(default=None, repr=False)
     _confidence: np.ndarray | None = field(default=None, repr=False)
 
@@ -172,6 +177,7 @@ class Segmenter:
         self.shipped = shipped
         self.contrast_read: ContrastRead | None = None  # loaded when "auto" first needs it
         self.use_contrast_gate = True
+        self.use_gates_map = True  # the contrast gate's confidence map (`confidence.apply_gates_map`), where it has one
         self.route, self.vibrating = None, None
         if shipped and self.lattice == "auto":
             self.route = LatticeRoute.shipped(self.device)
@@ -299,11 +305,14 @@ class Segmenter:
         return self._sign
 
     def segment(self, image: np.ndarray, pixel_size_A: float, frame: int = 0, *,
-                gain: float | None = None, lattice: str | None = None) -> Segmentation:
+                gain: float | None = None, lattice: str | None = None,
+                contrast_read: tuple[float, float] | None = None) -> Segmentation:
         """Segment one image `[y, x]` with pixel size `pixel_size_A` (Å); `gain` overrides the segmenter's
         `contrast_gain` for this image (the frames of a movie keep the gain decided on its first); `lattice`
         ("static" or "vibrating") overrides the gate of a routed segmenter (the frames of a movie keep the
-        reading decided on its first). The result's `lattice` and `p_vibrating` say which reading was used."""
+        reading decided on its first); `contrast_read`, the contrast gate's (g, sigma) of a movie's first frame,
+        is held with its gain, so that every frame's confidence goes through the gates' map as the first
+        frame's did. The result's `lattice` and `p_vibrating` say which reading was used."""
         image = np.asarray(image)
         if image.ndim != 2:
             raise HrtemError(f"expected one 2D image, got shape {image.shape}")
@@ -313,11 +322,10 @@ class Segmenter:
             raise HrtemError(f"pixel size {pixel_size_A} Å is outside 0.005..2 Å; check the calibration or "
                              "give `pixel_size_A`", param="pixel_size_A")
         sign = 1.0 if self.contrast != "dark" else -1.0
-        loss, start = None, 1.0
+        loss, sigma = contrast_read if contrast_read is not None else (None, None)
+        start = 1.0
         if gain is None and self.contrast_gain == "auto" and self.use_contrast_gate:
-            if self.contrast_read is None:
-                self.contrast_read = ContrastRead.shipped(self.device)
-            loss, sigma = self.contrast_read.read(image, pixel_size_A, sign)
+            loss, sigma = self._contrast_gate().read(image, pixel_size_A, sign)
             read = self.contrast_read.decide(loss, sigma)
             if read is not None and check_envelope(image, pixel_size_A).in_envelope:
                 start = read  # taken only where the gate saw a CeO2 [110] lattice (not a bare film, another material)
@@ -334,8 +342,21 @@ class Segmenter:
         else:
             r = self._segment_gain(image, pixel_size_A, frame, gain, start)
             r.lattice = self.lattice_reading
-        r.contrast_loss = loss
+        r.contrast_loss, r.contrast_spread = loss, sigma
+        cmap = self._contrast_gate().confidence_map if loss is not None and self.use_gates_map else None
+        if cmap and r.contrast_gain == 1:  # counts at gain 1 that the gate read: what its reading says they are worth
+            r.gates_map = True
+            p = r.p_vibrating  # None where the reading was given: no doubt about it
+            other = 0.0 if p is None else (p if r.lattice == "static" else 1.0 - p)
+            if len(r.columns):
+                r.columns = apply_gates_map(r.columns, cmap, loss, sigma, r.contrast_gain, other)
         return r
+
+    def _contrast_gate(self) -> ContrastRead:
+        """The shipped contrast gate, loaded when first needed."""
+        if self.contrast_read is None:
+            self.contrast_read = ContrastRead.shipped(self.device)
+        return self.contrast_read
 
     def _segment_gain(self, image: np.ndarray, pixel_size_A: float, frame: int, gain: float | None,
                       start: float = 1.0) -> Segmentation:
