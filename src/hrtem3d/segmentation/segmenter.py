@@ -177,7 +177,7 @@ class Segmenter:
         self.shipped = shipped
         self.contrast_read: ContrastRead | None = None  # loaded when "auto" first needs it
         self.use_contrast_gate = True
-        self.use_gates_map = True  # the contrast gate's confidence map (`confidence.apply_gates_map`), where it has one
+        self.use_gates_map = True  # the contrast gate's confidence map (`confidence.apply_gates_map`), shipped readers
         self.route, self.vibrating = None, None
         if shipped and self.lattice == "auto":
             self.route = LatticeRoute.shipped(self.device)
@@ -343,8 +343,9 @@ class Segmenter:
             r = self._segment_gain(image, pixel_size_A, frame, gain, start)
             r.lattice = self.lattice_reading
         r.contrast_loss, r.contrast_spread = loss, sigma
+        # the gates' map was fitted for the shipped readers (a model of your own has its own map, `calibrate`)
         cmap = self._contrast_gate().confidence_map if loss is not None and self.use_gates_map else None
-        if cmap and r.contrast_gain == 1:  # counts at gain 1 that the gate read: what its reading says they are worth
+        if cmap and self.shipped and r.contrast_gain == 1:  # counts at gain 1 the gate read: what they are worth
             r.gates_map = True
             p = r.p_vibrating  # None where the reading was given: no doubt about it
             other = 0.0 if p is None else (p if r.lattice == "static" else 1.0 - p)
