@@ -69,7 +69,8 @@ class BackgroundScope(ScopeEnvelope):
         acq = super().sample(rng, optics, detector)
         on = rng.random() < self.p_background
         acq.background = float(rng.uniform(*self.background)) if on else 0.0
-        acq.background_ripple = float(rng.uniform(0, 0.1)) if on else 0.0
+        acq.background_ripple = float(rng.uniform(*self.background_ripple)) if on else 0.0
+        acq.background_period_A = float(rng.uniform(*self.background_period_A))
         return acq
 
 

@@ -182,6 +182,28 @@ def test_background_ripple_keeps_the_cell_periodic(rng):
     assert wrap <= 1.01 * inner
 
 
+def test_background_ripple_reaches_down_to_its_shortest_period_and_stays_periodic(rng):
+    """With the pixel size known, the ripple's waves have periods down to `background_period_A` (whole cycles
+    still): a background varying on the scale of a particle, as an uneven support or inelastic halo gives."""
+    img = np.ones((320, 320), np.float32)
+    px, period = 0.16, 12.0  # 51 Å cell: up to 4 cycles across it
+    top = []
+    for _ in range(20):
+        out = add_background(img, Acquisition(background=1.0, background_ripple=0.3, background_period_A=period),
+                             rng, px)
+        f = np.abs(np.fft.fft2(out - out.mean()))
+        k = np.hypot(*np.meshgrid(np.fft.fftfreq(320) * 320, np.fft.fftfreq(320) * 320, indexing="ij"))
+        top.append(k[f > 0.05 * f.max()].max())  # the highest number of cycles across the cell present
+        assert np.abs(out - 1).max() <= 0.3 / 2 + 1e-5  # |s - 1| <= ripple, divided by 1 + b
+        wrap = np.abs(out[0] - out[-1]).max()
+        assert wrap <= 1.01 * np.abs(np.diff(out, axis=0)).max()
+    assert max(top) > 2 and max(top) <= 320 * px / period + 1e-6  # shorter than the cell, never below the period
+    slow = add_background(img, Acquisition(background=1.0, background_ripple=0.3, background_period_A=period), rng)
+    f = np.abs(np.fft.fft2(slow - slow.mean()))
+    assert np.hypot(*np.unravel_index(f.argmax(), f.shape)) > 0  # no pixel size given: one cycle per wave
+    assert set(np.argwhere(f > 0.05 * f.max()).ravel()) <= {0, 1, 319}
+
+
 def test_phonon_scale_draws_a_thermal_amplitude_per_structure_and_keeps_old_settings():
     from conftest import tiny_settings
 

@@ -193,7 +193,7 @@ class HrtemDataset(Dataset):
         film = film_transmission(self.films, acq.film_layers, rng)
         if film is not None:
             spectrum = self.bank.with_film(spectrum, film)
-        clean = add_background(vibrate(self.bank.intensity(spectrum, optics), acq, s), acq, rng)
+        clean = add_background(vibrate(self.bank.intensity(spectrum, optics), acq, s), acq, rng, s)
         n_native = sfft.next_fast_len(int(round(n * s / acq.native_pixel_A)), real=True)
         p = n * s / n_native  # the true native pixel size (Å), a whole number of pixels across the cell
         native = fourier_resample(clean, n_native)

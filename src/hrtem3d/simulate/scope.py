@@ -40,6 +40,7 @@ class Acquisition:
         background: diffuse incoherent background as a fraction b of the mean intensity; the lattice
             contrast is divided by 1 + b.
         background_ripple: relative amplitude of the background's slow variation across the field.
+        background_period_A: the shortest period of that variation (Å; 0: one cycle across the field).
     """
 
     native_pixel_A: float = 0.16
@@ -50,6 +51,7 @@ class Acquisition:
     vibration_angle_deg: float = 0.0
     background: float = 0.0
     background_ripple: float = 0.0
+    background_period_A: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +78,8 @@ class ScopeEnvelope:
     c23_nm: tuple[float, float] = (0.0, 120.0)
     vibration_A: tuple[float, float] = (0.02, 0.3)
     background: tuple[float, float] = (0.1, 1.5)
+    background_ripple: tuple[float, float] = (0.0, 0.4)
+    background_period_A: tuple[float, float] = (12.0, 60.0)
     mtf_half: tuple[float, float] = (0.25, 1.5)
     p_effect: float = 0.5
     p_pixel_sinc: float = 0.5
@@ -107,7 +111,8 @@ class ScopeEnvelope:
             acq.vibration_A = float(u(*self.vibration_A))
             acq.vibration_ratio, acq.vibration_angle_deg = float(u(0.3, 1.0)), float(u(0, 180))
         if on():
-            acq.background, acq.background_ripple = float(u(*self.background)), float(u(0, 0.1))
+            acq.background, acq.background_ripple = float(u(*self.background)), float(u(*self.background_ripple))
+            acq.background_period_A = float(u(*self.background_period_A))
         if optics is not None:
             optics.c12_A = float(u(*self.c12_nm)) * 10 if on() else optics.c12_A
             optics.phi12_deg = float(u(0, 180))
@@ -137,8 +142,14 @@ def vibrate(intensity: np.ndarray, acq: Acquisition, sampling_A: float) -> np.nd
     return sfft.irfft2(sfft.rfft2(intensity, workers=1) * f, s=intensity.shape, workers=1).astype(np.float32)
 
 
-def add_background(intensity: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
-    """Diffuse incoherent background: (I + b <I> s) / (1 + b), s a smooth field of mean 1 (mean kept)."""
+def add_background(intensity: np.ndarray, acq: Acquisition, rng: np.random.Generator,
+                   sampling_A: float | None = None) -> np.ndarray:
+    """Diffuse incoherent background: (I + b <I> s) / (1 + b), s a smooth field of mean 1 (mean kept).
+
+    The ripple of s is three plane waves of whole cycles across the cell (so the cell stays periodic), of
+    periods down to `acq.background_period_A` when `sampling_A` (Å per pixel) is given, else one cycle
+    across the cell; |s - 1| <= `acq.background_ripple`.
+    """
     if acq.background <= 0:
         return intensity
     n = intensity.shape
@@ -146,10 +157,13 @@ def add_background(intensity: np.ndarray, acq: Acquisition, rng: np.random.Gener
     if acq.background_ripple > 0:  # a few slow waves across the field, whole cycles so the cell stays periodic
         yy, xx = np.mgrid[0:n[0], 0:n[1]].astype(np.float32)
         yy, xx = yy / n[0], xx / n[1]
+        top = 1
+        if sampling_A and acq.background_period_A > 0:  # cycles across the cell of the shortest period
+            top = max(1, int(min(n) * sampling_A / acq.background_period_A))
         for _ in range(3):
             m = np.zeros(2)
-            while not m.any():
-                m = rng.integers(-1, 2, 2)
+            while not m.any() or m @ m > top * top:
+                m = rng.integers(-top, top + 1, 2)
             k = 2 * np.pi * m
             s += np.float32(acq.background_ripple / 3) * np.cos(k[0] * yy + k[1] * xx + rng.uniform(0, 2 * np.pi))
     b = np.float32(acq.background)
