@@ -13,6 +13,8 @@ images that no gate was trained or thresholded on and that no benchmark scores: 
 aberrations, vibration, a diffuse background up to g = 3, detector MTF, native pixel sizes, calibrations a
 few per cent off) and read by `segment`'s whole path. It prints the ECE of the map fitted on half the
 particles and scored on the other half, per kind of image and dose, and the map fitted on all of them.
+(The shipped map was fitted before the scope's background ripple was widened, 2026-12-06: the same commands
+now draw rippled backgrounds up to 40 % instead of 10 %.)
 
     hrtem3d simulate /work/data/cal51.zarr -n 100 --seed 51                                    # 2 min
     hrtem3d simulate /work/data/cal52_tds.zarr -n 60 --seed 52 --frozen-phonons 8 --phonon-scale 0.9,1.2
