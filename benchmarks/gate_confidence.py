@@ -191,6 +191,9 @@ def main() -> None:
                    help="fit the map's scale and offset too (refits the reader's map over the envelope)")
     f.add_argument("--save", action="store_true", help="write the map into the shipped contrast gate's file")
     a = ap.parse_args()
+    if a.cmd == "fit" and a.save and a.with_raised:  # `segment` maps counts at gain 1 only: such a map is not its
+        ap.error("--with-raised fits a map that `segment` does not apply (counts at a raised gain keep the cap); "
+                 "leave out --save")
     t0 = time.time()
     {"collect": collect, "fit": fit}[a.cmd](a)
     print(f"{time.time() - t0:.0f} s")

@@ -153,7 +153,7 @@ def track_frame(seg: Segmenter, frame: np.ndarray, *, index: int, pixel_size_A: 
     table = name_probabilities(s.columns, seg.scheme).assign(drift_x_A=d[0], drift_y_A=d[1])
     table.attrs["contrast_gain"] = s.contrast_gain
     table.attrs["lattice_reading"] = s.lattice
-    table.attrs["contrast_read"] = (s.contrast_loss, s.contrast_spread) if s.contrast_loss is not None else None
+    table.attrs["contrast_read"] = s.contrast_read
     table.attrs["gates_map"] = s.gates_map
     return table, d, s.working_image
 

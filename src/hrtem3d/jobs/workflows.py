@@ -53,7 +53,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     tables, labels, confs, skipped = [], [], [], []
     first, held = None, None  # held: the contrast gain of the first frame, kept for the rest of the file
     reading, p_vibrating = None, None  # likewise the lattice reading (routed by the shipped gate: "auto")
-    loss, read, mapped = None, None, False  # the contrast gate's reading of the first frame (g; g and its spread)
+    read, mapped = None, False  # the contrast gate's (g, sigma) of the first frame, and whether its map applied
     bar = tqdm(total=src.n_frames, disable=not progress, desc=path.name, unit="frame")
     for start, chunk in src.frames():
         for k, frame in enumerate(chunk):
@@ -69,9 +69,7 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
             s = segmenter.segment(frame, trust.pixel_size_A, frame=i, gain=held, lattice=reading, contrast_read=read)
             held = s.contrast_gain
             if fresh:
-                reading, p_vibrating, loss = s.lattice, s.p_vibrating, s.contrast_loss
-                read = (s.contrast_loss, s.contrast_spread) if s.contrast_loss is not None else None
-                mapped = s.gates_map
+                reading, p_vibrating, read, mapped = s.lattice, s.p_vibrating, s.contrast_read, s.gates_map
                 trust = trust.reconsider(s.columns)
             s.columns, s.confidence = trust.cap(s.columns, s.confidence)
             tables.append(s.columns)
@@ -94,9 +92,8 @@ def segment_file(path: str | Path, out_dir: str | Path, segmenter: Segmenter, *,
     save_figure(fig, dest / "overlay.png")
     reading = lattice_record(reading, p_vibrating)
     gain = {"contrast_gain": round(float(held), 3)}
-    if loss is not None:
-        gain["contrast_loss_read"] = round(float(loss), 3)
-        gain["contrast_spread_read"] = round(float(read[1]), 3)
+    if read is not None:
+        gain["contrast_loss_read"], gain["contrast_spread_read"] = (round(float(v), 3) for v in read)
         gain["gates_map"] = mapped  # whether the reading set the confidence (counts at gain 1)
     warnings = list(trust.warnings)
     if estimated:

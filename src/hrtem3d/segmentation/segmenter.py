@@ -69,6 +69,11 @@ class Segmentation:
     _confidence: np.ndarray | None = field(default=None, repr=False)
 
     @property
+    def contrast_read(self) -> tuple[float, float] | None:
+        """The contrast gate's (g, sigma) when it was asked (what a movie's later frames hold), else None."""
+        return (self.contrast_loss, self.contrast_spread) if self.contrast_loss is not None else None
+
+    @property
     def labels(self) -> np.ndarray:
         if self._labels is None:
             self._labels = to_input_grid(self.probs.argmax(0).astype(np.uint8), self.input_shape, order=0)
