@@ -141,10 +141,15 @@ def oracle_metrics(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 NO_CONTRAST_GATE = "!countgain"
 #: a model spec's suffix for the contrast gate without its confidence map (`confidence.apply_gates_map`)
 NO_GATES_MAP = "!nogatesmap"
+#: a model spec's suffix for another contrast gate file (`!gate=PATH`; its own confidence map with it)
+GATE_FILE = "!gate="
+#: a model spec's suffix for another vibration gate file of the shipped pair (`!vgate=PATH`, its threshold)
+VGATE_FILE = "!vgate="
 
 
 def strip_switches(model: str) -> tuple[str, set[str]]:
-    """A model spec without its `!` switches (`NO_CONTRAST_GATE`, `NO_GATES_MAP`), and the switches."""
+    """A model spec without its `!` switches (`NO_CONTRAST_GATE`, `NO_GATES_MAP`, `GATE_FILE`, `VGATE_FILE`),
+    and the switches."""
     bare, *switches = model.split("!")
     return bare, {"!" + w for w in switches}
 
@@ -163,8 +168,10 @@ def model_name(model: str) -> str:
     if is_route(model):  # a routed pair: named by its gate's file
         gate, _, _, threshold = parse_route(model)
         return "route:" + Path(gate).stem + (f"@{threshold:g}" if threshold is not None else "")
+    model, switches = strip_switches(model)
     path, reading = split_reading(model)
-    return ("default" if path == "default" else Path(path).stem) + (f"@{reading}" if reading else "")
+    shown = sorted(w.split("=")[0] + "=" + Path(w.split("=", 1)[1]).stem if "=" in w else w for w in switches)
+    return ("default" if path == "default" else Path(path).stem) + (f"@{reading}" if reading else "") + "".join(shown)
 
 
 def load_segmenter(model: str, threads: int, backend: str = "auto"):
@@ -189,6 +196,17 @@ def load_segmenter(model: str, threads: int, backend: str = "auto"):
     seg = Segmenter(path, threads=threads, backend=backend, contrast="bright", lattice=reading)
     seg.use_contrast_gate = NO_CONTRAST_GATE not in switches
     seg.use_gates_map = NO_GATES_MAP not in switches
+    for w in switches:
+        if w.startswith(GATE_FILE):  # a candidate contrast gate in place of the shipped one
+            from hrtem3d.segmentation.gain import ContrastRead
+
+            seg.contrast_read = ContrastRead.from_file(w[len(GATE_FILE):])
+        if w.startswith(VGATE_FILE):  # a candidate vibration gate routing the shipped pair
+            from hrtem3d.segmentation.route import LatticeRoute
+
+            if seg.route is None:
+                raise SystemExit(f"{VGATE_FILE}PATH routes the shipped pair; {model} is not it")
+            seg.route = LatticeRoute.from_file(w[len(VGATE_FILE):], seg.device)
     return seg
 
 

@@ -69,7 +69,7 @@ class BackgroundScope(ScopeEnvelope):
         acq = super().sample(rng, optics, detector)
         on = rng.random() < self.p_background
         acq.background = float(rng.uniform(*self.background)) if on else 0.0
-        acq.background_ripple = float(rng.uniform(*self.background_ripple)) if on else 0.0
+        acq.background_ripple = self.draw_ripple(rng) if on else 0.0
         acq.background_period_A = float(rng.uniform(*self.background_period_A))
         return acq
 
@@ -105,8 +105,8 @@ def train(a: argparse.Namespace) -> None:
     if a.freeze_encoder:
         gate.unet.eval()  # its BatchNorm statistics stay the vibration gate's
     lo, hi = (float(v) for v in a.background.split(","))
-    scope = ScopeEnvelope(background=(lo, hi), p_clean=a.p_clean) if a.p_background is None else \
-        BackgroundScope(background=(lo, hi), p_clean=a.p_clean, p_background=a.p_background)
+    scope = ScopeEnvelope(background=(lo, hi), p_clean=a.p_clean, p_ripple=a.p_ripple) if a.p_background is None \
+        else BackgroundScope(background=(lo, hi), p_clean=a.p_clean, p_background=a.p_background, p_ripple=a.p_ripple)
     ds = HrtemDataset(a.store, crop=a.crop, samples_per_epoch=a.steps * a.batch, seed=31, scope=scope)
     loader = iter(torch.utils.data.DataLoader(Samples(ds), batch_size=a.batch, num_workers=a.workers))
     opt = torch.optim.AdamW([q for q in gate.parameters() if q.requires_grad], lr=a.lr, weight_decay=1e-4)
@@ -128,7 +128,7 @@ def train(a: argparse.Namespace) -> None:
     gate.eval()
     save_gate(a.out, gate, {**meta, "threshold": 0.0, "kind": "contrast-loss regressor (mu, log sigma of log g)",
                             "store": str(a.store), "steps": a.steps, "lr": a.lr, "background": [lo, hi],
-                            "p_background": a.p_background, "init": str(a.resume or a.init),
+                            "p_background": a.p_background, "p_ripple": a.p_ripple, "init": str(a.resume or a.init),
                             "frozen_encoder": bool(a.freeze_encoder)})
     print(f"wrote {a.out}")
 
@@ -217,6 +217,41 @@ def set_threshold(a: argparse.Namespace) -> None:
         print(f"wrote {a.save}")
 
 
+def read_fitting(a: argparse.Namespace) -> None:
+    """Gates' readings against the true g on fitting images (drawn through the envelope as
+    `gate_confidence.py collect` draws them): the mean and mean absolute error of log g per kind and range of g,
+    and the least-squares scale of log g through the origin (the shrink that would centre them)."""
+    from hrtem3d.data import store
+    from hrtem3d.segmentation.gain import ContrastRead
+
+    torch.set_num_threads(2)
+    reads = {Path(g).stem: ContrastRead.from_file(g) for g in a.gates}
+    lo, hi = (float(v) for v in a.background.split(","))
+    rows = []
+    for path in a.store:
+        root = store.open_store(path)
+        idx = sorted(store.completed(root))
+        size = int(store.settings_of(root)["multislice"]["store_gpts"])
+        ds = HrtemDataset(path, idx, crop=size, seed=71, augment=False, scope=ScopeEnvelope(background=(lo, hi)))
+        for i in range(a.n):
+            d = ds.draw(i, structure=i % len(idx))
+            acq = d.get("acquisition")
+            g_true = 1 + (acq.background if acq is not None else 0.0)
+            kind = "ideal" if g_true == 1 else ("rippled" if acq.background_ripple > 0 else "uniform")
+            for name, cr in reads.items():
+                g, _ = cr.read(d["counts"], d["pixel_size_A"], 1.0)
+                rows.append({"gate": name, "kind": kind, "g_true": g_true, "err": np.log(g) - np.log(g_true),
+                             "log_g": np.log(g)})
+    df = pd.DataFrame(rows)
+    df["true g"] = pd.cut(df.g_true, [0.99, 1.01, 1.5, 2.0, 2.5, 3.6]).astype(str)
+    table = df.groupby(["gate", "kind", "true g"]).agg(n=("err", "size"), mean_err=("err", "mean"),
+                                                       mean_abs_err=("err", lambda e: e.abs().mean()))
+    print(table.round(3).to_markdown())
+    for name, g in df[df.g_true > 1].groupby("gate"):
+        scale = (g.log_g * np.log(g.g_true)).sum() / (g.log_g ** 2).sum()
+        print(f"{name}: least-squares scale of log g on images with a background {scale:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -233,6 +268,8 @@ def main() -> None:
     t.add_argument("--p-background", type=float, default=None,
                    help="share of samples with a background, apart from the other effects (default: the scope's "
                         "p_effect, and none on its ideal samples)")
+    t.add_argument("--p-ripple", type=float, default=1.0,
+                   help="share of the drawn backgrounds that vary across the field (the rest uniform)")
     t.add_argument("--workers", type=int, default=1)
     t.add_argument("--freeze-encoder", action="store_true", help="train the pooling and head only")
     t.add_argument("--out", type=Path, required=True)
@@ -253,8 +290,13 @@ def main() -> None:
     h.add_argument("--floor", type=float, default=1.2,
                    help="never below this: a gain of 1.25 taken on an ideal image costs it a quarter of its counts")
     h.add_argument("--save", type=Path)
+    f = sub.add_parser("read-fitting", help="readings against the true g on fitting images drawn through the envelope")
+    f.add_argument("gates", type=Path, nargs="+")
+    f.add_argument("--store", type=Path, action="append", required=True, help="repeatable")
+    f.add_argument("--n", type=int, default=300, help="images drawn from each store")
+    f.add_argument("--background", default="0.1,2.0", help="b range (as gate_confidence.py collect)")
     a = ap.parse_args()
-    {"train": train, "read": read, "threshold": set_threshold}[a.cmd](a)
+    {"train": train, "read": read, "threshold": set_threshold, "read-fitting": read_fitting}[a.cmd](a)
 
 
 if __name__ == "__main__":

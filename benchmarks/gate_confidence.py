@@ -42,7 +42,7 @@ def collect(a: argparse.Namespace) -> None:
 
     from hrtem3d.data import store
     from hrtem3d.data.dataset import HrtemDataset
-    from hrtem3d.evaluate.calibrate import _in_true_A
+    from hrtem3d.evaluate.calibrate import in_true_A
     from hrtem3d.evaluate.metrics import match_columns
     from hrtem3d.segmentation import segmenter as seg_module
     from hrtem3d.segmentation.segmenter import Segmenter
@@ -68,7 +68,7 @@ def collect(a: argparse.Namespace) -> None:
         truth = truth.assign(x_A=truth.x_A - ox, y_A=truth.y_A - oy)
         seg.set_contrast(seg.contrast)
         r = seg.segment(image, stated)
-        m = match_columns(truth, _in_true_A(r.columns, true_px))
+        m = match_columns(truth, in_true_A(r.columns, true_px))
         m = m[m.pred_row >= 0]
         if not len(m):
             continue

@@ -227,3 +227,16 @@ def test_phonon_scale_draws_a_thermal_amplitude_per_structure_and_keeps_old_sett
     s.multislice.phonon_scale = (1.5, 1.0)
     with pytest.raises(Exception, match="phonon_scale"):
         s.validate()
+
+
+def test_share_of_uniform_backgrounds_follows_p_ripple():
+    draws = {}
+    for share in (1.0, 0.5, 0.0):
+        env = ScopeEnvelope(p_clean=0.0, p_effect=1.0, p_ripple=share)
+        r = np.random.default_rng(3)
+        draws[share] = np.array([env.sample(r).background_ripple for _ in range(400)])
+    assert (draws[1.0] > 0).all() and (draws[0.0] == 0).all()
+    assert 0.4 < (draws[0.5] == 0).mean() < 0.6
+    assert draws[0.5].max() <= 0.4
+    with pytest.raises(ValueError):
+        ScopeEnvelope(p_ripple=1.5).validate()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
 
@@ -96,8 +97,16 @@ def _validation_image(ds: HrtemDataset, i: int, k: int, truth, sampling: float):
     return d["counts"], d["pixel_size_A"], truth.assign(x_A=truth.x_A - ox, y_A=truth.y_A - oy), d["native_pixel_A"]
 
 
-def _in_true_A(columns, true_pixel_A: float | None):
-    """Predicted positions in true Å (the stated calibration may be off; the comparison must not be)."""
+def in_true_A(columns: pd.DataFrame, true_pixel_A: float | None) -> pd.DataFrame:
+    """A column table's positions in true Å (the stated calibration may be off; a comparison with the truth
+    must not be): x_A, y_A from the pixel positions times `true_pixel_A` (Å per pixel of the input image).
+
+    Example:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"x_px": [10.0], "y_px": [20.0], "x_A": [1.1], "y_A": [2.2]})  # stated 0.11 Å/px
+        >>> in_true_A(t, 0.1)[["x_A", "y_A"]].values.tolist()
+        [[1.0, 2.0]]
+    """
     if true_pixel_A is None:
         return columns
     return columns.assign(x_A=columns.x_px * true_pixel_A, y_A=columns.y_px * true_pixel_A)
@@ -117,7 +126,7 @@ def fit_detection_thresholds(model_path: str | Path, data: str | Path, dose: flo
     for k in range(len(val_idx)):
         image, stated, truth, true_px = _validation_image(ds, k, k, store.read_columns(groups[ds.indices[k]]),
                                                           sampling)
-        runs.append((truth, _in_true_A(seg.segment(image, stated).columns, true_px)))
+        runs.append((truth, in_true_A(seg.segment(image, stated).columns, true_px)))
     best = None
     for t_ce in grid:
         for t_o in grid:
@@ -153,7 +162,7 @@ def calibration_pairs(model_path: str | Path, data: str | Path, n_images: int = 
         image, stated, truth, true_px = _validation_image(ds, i, k, store.read_columns(groups[ds.indices[k]]),
                                                           sampling)
         s = seg.segment(image, stated)
-        m = match_columns(truth, _in_true_A(s.columns, true_px))
+        m = match_columns(truth, in_true_A(s.columns, true_px))
         m = m[m.pred_row >= 0]
         conf.append(m.confidence.to_numpy(float))
         ok.append(((m.pred_species == m.species) & (m.pred_n == m.n_atoms)).to_numpy())

@@ -80,6 +80,7 @@ class ScopeEnvelope:
     background: tuple[float, float] = (0.1, 1.5)
     background_ripple: tuple[float, float] = (0.0, 0.4)
     background_period_A: tuple[float, float] = (12.0, 60.0)
+    p_ripple: float = 1.0
     mtf_half: tuple[float, float] = (0.25, 1.5)
     p_effect: float = 0.5
     p_pixel_sinc: float = 0.5
@@ -92,7 +93,7 @@ class ScopeEnvelope:
                 raise ValueError(f"{k}: need 0 <= min <= max, got {v}")
         if self.pixel_size_A[0] <= 0 or self.mtf_half[0] <= 0:
             raise ValueError("pixel sizes and mtf_half must be positive")
-        probs = (self.p_effect, self.p_pixel_sinc, self.p_clean)
+        probs = (self.p_effect, self.p_pixel_sinc, self.p_clean, self.p_ripple)
         if not all(0 <= q <= 1 for q in probs) or self.calibration_error < 0:
             raise ValueError("probabilities must lie in 0..1 and the calibration error be >= 0")
 
@@ -111,7 +112,7 @@ class ScopeEnvelope:
             acq.vibration_A = float(u(*self.vibration_A))
             acq.vibration_ratio, acq.vibration_angle_deg = float(u(0.3, 1.0)), float(u(0, 180))
         if on():
-            acq.background, acq.background_ripple = float(u(*self.background)), float(u(*self.background_ripple))
+            acq.background, acq.background_ripple = float(u(*self.background)), self.draw_ripple(rng)
             acq.background_period_A = float(u(*self.background_period_A))
         if optics is not None:
             optics.c12_A = float(u(*self.c12_nm)) * 10 if on() else optics.c12_A
@@ -124,6 +125,13 @@ class ScopeEnvelope:
             detector.mtf_half = float(u(*self.mtf_half))
             detector.pixel_sinc = bool(rng.random() < self.p_pixel_sinc)
         return acq
+
+    def draw_ripple(self, rng: np.random.Generator) -> float:
+        """A background's relative variation: none on a share 1 - `p_ripple`, else uniform in `background_ripple`
+        (at `p_ripple` 1 no extra number is drawn, so the draws are those of an envelope without the share)."""
+        if self.p_ripple < 1 and rng.random() >= self.p_ripple:
+            return 0.0
+        return float(rng.uniform(*self.background_ripple))
 
     def to_dict(self) -> dict:
         return asdict(self)
