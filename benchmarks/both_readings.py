@@ -35,8 +35,8 @@ DOSES = (300.0, 1000.0, 5000.0)
 
 
 def sources(a: argparse.Namespace):
-    """`(source, case, dose, image, pixel size, truth)` of the in-domain store, the robustness sets and the
-    independent set."""
+    """`(source, case, dose, image, stated pixel size, truth, true pixel size or None)` of the in-domain store,
+    the fitting stores, the robustness sets and the independent set (truth in true Å)."""
     import tifffile
     from bench_robustness import load_truth, set_cases
 
@@ -47,42 +47,33 @@ def sources(a: argparse.Namespace):
         idx = sorted(store.completed(store.open_store(a.test)))[:a.n_test]
         for dose in DOSES:
             for i, cols, d, sampling in _images(a.test, idx, dose, 0):
-                yield "test", i, dose, d["counts"].astype(np.float32), sampling, cols
-    for path in a.store or []:  # fitting images: drawn through the microscope envelope as gate_confidence.py draws
-        from hrtem3d.data import store
-        from hrtem3d.data.dataset import HrtemDataset
-        from hrtem3d.simulate.scope import ScopeEnvelope
+                yield "test", i, dose, d["counts"].astype(np.float32), sampling, cols, None
+    for path in a.store or []:  # fitting images, drawn through the microscope envelope as gate_confidence.py draws
+        from gate_confidence import fitting_draws
 
-        root = store.open_store(path)
-        idx = sorted(store.completed(root))
-        n = int(store.settings_of(root)["multislice"]["store_gpts"])
-        groups = {int(g.attrs["index"]): g for g in store.structure_groups(root)}
-        ds = HrtemDataset(path, idx, crop=n, seed=71, augment=False, scope=ScopeEnvelope(background=(0.1, 2.0)))
-        for i in range(a.n_store):
-            k = i % len(idx)
-            d = ds.draw(i, structure=k)
-            oy, ox = d["origin_A"]
-            truth = store.read_columns(groups[ds.indices[k]])
-            # the truth in the stated calibration's Å, so that the readings' columns meet it
-            scale = d["pixel_size_A"] / d["native_pixel_A"]
-            truth = truth.assign(x_A=(truth.x_A - ox) * scale, y_A=(truth.y_A - oy) * scale)
-            yield Path(path).stem, i, float(d["detector"].dose_e_per_A2), d["counts"], d["pixel_size_A"], truth
+        for i, _, d, truth in fitting_draws(path, a.n_store):
+            yield (Path(path).stem, i, float(d["detector"].dose_e_per_A2), d["counts"], d["pixel_size_A"], truth,
+                   d["native_pixel_A"])
     for s in a.sets.split(",") if a.robust else []:
         for case, image, truth in set_cases(a.robust / s, a.n):
-            yield s, case["particle"], case["dose_e_per_A2"], image, case["pixel_size_angstrom"], truth
+            yield s, case["particle"], case["dose_e_per_A2"], image, case["pixel_size_angstrom"], truth, None
     if a.independent:
         for k in range(6):
             for dose in DOSES:
                 image = tifffile.imread(a.independent / f"p{k}_dose{dose:g}.tif").astype(np.float32)
-                yield "independent", k, dose, image, 0.10, load_truth(a.independent / f"p{k}_columns.json", 0.10)
+                truth = load_truth(a.independent / f"p{k}_columns.json", 0.10)
+                yield "independent", k, dose, image, 0.10, truth, None
 
 
-def read_both(seg, image: np.ndarray, px: float, truth: pd.DataFrame) -> pd.DataFrame:
+def read_both(seg, image: np.ndarray, px: float, truth: pd.DataFrame, true_px: float | None = None) -> pd.DataFrame:
     """One row per true column: each reading's matched count (-1 unmatched), calibrated confidence and pooled
-    class probabilities (`s_...` static, `v_...` vibrating)."""
+    class probabilities (`s_...` static, `v_...` vibrating); `px` the stated pixel size (Å), `true_px` the true
+    one where they differ (the truth is in true Å)."""
+    from hrtem3d.evaluate.calibrate import in_true_A
     from hrtem3d.evaluate.metrics import match_columns
 
-    readings = {lat[0]: seg.segment(image, px, lattice=lat).columns for lat in ("static", "vibrating")}
+    readings = {lat[0]: in_true_A(seg.segment(image, px, lattice=lat).columns, true_px)
+                for lat in ("static", "vibrating")}
     parts = []
     for sp in ("Ce", "O"):
         t = truth[truth["species"] == sp].reset_index(drop=True)
@@ -107,10 +98,10 @@ def collect(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     seg = load_segmenter("default", a.threads)
     rows = []
-    for source, case, dose, image, px, truth in tqdm(list(sources(a)), desc="images"):
+    for source, case, dose, image, px, truth, true_px in tqdm(list(sources(a)), desc="images"):
         seg.set_contrast(seg.contrast)
         p = seg.route.p_vibrating(image, px, 1.0)
-        rows.append(read_both(seg, image, px, truth).assign(source=source, case=case, dose=dose, p_vibrating=p,
+        rows.append(read_both(seg, image, px, truth, true_px).assign(source=source, case=case, dose=dose, p_vibrating=p,
                                                             routed=seg.route.reading(p)))
     table = pd.concat(rows, ignore_index=True)
     tmp = Path(str(a.out) + ".tmp")

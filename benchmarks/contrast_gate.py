@@ -221,23 +221,17 @@ def read_fitting(a: argparse.Namespace) -> None:
     """Gates' readings against the true g on fitting images (drawn through the envelope as
     `gate_confidence.py collect` draws them): the mean and mean absolute error of log g per kind and range of g,
     and the least-squares scale of log g through the origin (the shrink that would centre them)."""
-    from hrtem3d.data import store
-    from hrtem3d.segmentation.gain import ContrastRead
+    from gate_confidence import fitting_draws
 
     torch.set_num_threads(2)
     reads = {Path(g).stem: ContrastRead.from_file(g) for g in a.gates}
     lo, hi = (float(v) for v in a.background.split(","))
     rows = []
     for path in a.store:
-        root = store.open_store(path)
-        idx = sorted(store.completed(root))
-        size = int(store.settings_of(root)["multislice"]["store_gpts"])
-        ds = HrtemDataset(path, idx, crop=size, seed=71, augment=False, scope=ScopeEnvelope(background=(lo, hi)))
-        for i in range(a.n):
-            d = ds.draw(i, structure=i % len(idx))
+        for _, _, d, _ in fitting_draws(path, a.n, background=(lo, hi), truth=False):
             acq = d.get("acquisition")
             g_true = 1 + (acq.background if acq is not None else 0.0)
-            kind = "ideal" if g_true == 1 else ("rippled" if acq.background_ripple > 0 else "uniform")
+            kind = "ideal" if g_true == 1 else "background"
             for name, cr in reads.items():
                 g, _ = cr.read(d["counts"], d["pixel_size_A"], 1.0)
                 rows.append({"gate": name, "kind": kind, "g_true": g_true, "err": np.log(g) - np.log(g_true),

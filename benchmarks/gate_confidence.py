@@ -34,38 +34,53 @@ import numpy as np
 import pandas as pd
 
 
+def fitting_draws(path: str | Path, n: int, *, seed: int = 71, background: tuple[float, float] = (0.1, 2.0),
+                  truth: bool = True):
+    """Yield `(i, structure, draw, true columns)` for `n` fitting images of the store `path`, its particles in turn,
+    each drawn through the default microscope envelope with a background b in `background` (`HrtemDataset.draw`,
+    as `calibrate._validation_image` draws, the acquisition kept); the true columns (None unless `truth`) in true
+    Å from the draw's origin (compare with `evaluate.calibrate.in_true_A` of the columns, at the draw's
+    `native_pixel_A`). The fitting images of this script, `both_readings.py` and `contrast_gate.py read-fitting`."""
+    from hrtem3d.data import store
+    from hrtem3d.data.dataset import HrtemDataset
+    from hrtem3d.simulate.scope import ScopeEnvelope
+
+    root = store.open_store(path)
+    idx = sorted(store.completed(root))
+    size = int(store.settings_of(root)["multislice"]["store_gpts"])
+    groups = {int(g.attrs["index"]): g for g in store.structure_groups(root)}
+    ds = HrtemDataset(path, idx, crop=size, seed=seed, augment=False, scope=ScopeEnvelope(background=background))
+    for i in range(n):
+        k = i % len(idx)
+        d = ds.draw(i, structure=k)
+        cols = None
+        if truth:
+            oy, ox = d["origin_A"]
+            cols = store.read_columns(groups[ds.indices[k]])
+            cols = cols.assign(x_A=cols.x_A - ox, y_A=cols.y_A - oy)
+        yield i, int(ds.indices[k]), d, cols
+
+
 def collect(a: argparse.Namespace) -> None:
     """One row per matched true column of `--n` images drawn through the envelope: the confidence as `segment`
     reports it without the gates' map, whether the count is right, and the gates' features."""
     import torch
     from tqdm import tqdm
 
-    from hrtem3d.data import store
-    from hrtem3d.data.dataset import HrtemDataset
     from hrtem3d.evaluate.calibrate import in_true_A
     from hrtem3d.evaluate.metrics import match_columns
     from hrtem3d.segmentation import segmenter as seg_module
     from hrtem3d.segmentation.segmenter import Segmenter
-    from hrtem3d.simulate.scope import ScopeEnvelope
 
     torch.set_num_threads(a.threads)
-    root = store.open_store(a.store)
-    idx = sorted(store.completed(root))
-    n = int(store.settings_of(root)["multislice"]["store_gpts"])
-    groups = {int(g.attrs["index"]): g for g in store.structure_groups(root)}
     lo, hi = (float(v) for v in a.background.split(","))
-    ds = HrtemDataset(a.store, idx, crop=n, seed=a.seed, augment=False, scope=ScopeEnvelope(background=(lo, hi)))
     seg = Segmenter(contrast="bright")
     seg.use_gates_map = False  # the confidence as the map this script fits meets it: before the map, and uncapped
     seg_module.cap_at_estimated_gain = lambda columns: columns  # (the map replaces the flat cap where it applies)
     rows = []
-    for i in tqdm(range(a.n), desc="images"):
-        k = i % len(idx)
-        truth = store.read_columns(groups[ds.indices[k]])
-        d = ds.draw(i, structure=k)  # as `_validation_image` draws it, with the acquisition kept
-        oy, ox = d["origin_A"]
+    for i, structure, d, truth in tqdm(fitting_draws(a.store, a.n, seed=a.seed, background=(lo, hi)), total=a.n,
+                                       desc="images"):
         image, stated, true_px = d["counts"], d["pixel_size_A"], d["native_pixel_A"]
-        truth = truth.assign(x_A=truth.x_A - ox, y_A=truth.y_A - oy)
         seg.set_contrast(seg.contrast)
         r = seg.segment(image, stated)
         m = match_columns(truth, in_true_A(r.columns, true_px))
@@ -74,7 +89,7 @@ def collect(a: argparse.Namespace) -> None:
             continue
         acq = d.get("acquisition")
         rows.append(pd.DataFrame({
-            "image": i, "structure": int(ds.indices[k]), "dose": float(d["detector"].dose_e_per_A2),
+            "image": i, "structure": structure, "dose": float(d["detector"].dose_e_per_A2),
             "species": m.species.to_numpy(), "n_true": m.n_atoms.to_numpy(), "n_pred": m.pred_n.to_numpy(),
             "correct": ((m.pred_species == m.species) & (m.pred_n == m.n_atoms)).to_numpy(),
             "confidence": m.confidence.to_numpy(float),

@@ -38,7 +38,7 @@ def _table(rng: np.random.Generator, n_images: int = 40) -> pd.DataFrame:
     for i in range(n_images):
         p = rng.uniform(0.05, 0.95)
         for _ in range(20):
-            s, v = int(rng.integers(2, 8)), 0
+            s = int(rng.integers(2, 8))
             v = s + 1
             truth = v if p > 0.5 else s
             row = {"species": "Ce", "n_atoms": truth, "s_pred_n": s, "v_pred_n": v, "s_confidence": 0.8,
@@ -68,3 +68,22 @@ def test_benchmark_names_and_refuses_a_vibration_gate_for_a_model_without_the_pa
     assert bench_robustness.model_name("default!gate=/a/cg.safetensors!nogatesmap") == "default!gate=cg!nogatesmap"
     with pytest.raises(SystemExit, match="routes the shipped pair"):
         bench_robustness.load_segmenter(f"{tiny_model}!vgate=whatever.safetensors", 1)
+
+
+def test_fitting_draws_cycle_the_particles_and_place_the_truth_in_the_draws_frame(tiny_store):
+    from gate_confidence import fitting_draws
+
+    from hrtem3d.data import store
+
+    n_structures = len(store.completed(store.open_store(tiny_store)))
+    draws = list(fitting_draws(tiny_store, n_structures + 1, background=(0.5, 0.5)))
+    assert [i for i, *_ in draws] == list(range(n_structures + 1))
+    assert draws[0][1] == draws[-1][1]  # the particles in turn
+    for _, _, d, truth in draws:
+        assert {"species", "n_atoms", "x_A", "y_A"} <= set(truth.columns)
+        assert d["counts"].ndim == 2 and d["native_pixel_A"] > 0
+    _, _, d, _ = draws[0]
+    raw = store.read_columns(next(g for g in store.structure_groups(store.open_store(tiny_store))
+                                  if int(g.attrs["index"]) == draws[0][1]))
+    assert np.allclose(draws[0][3].x_A, raw.x_A - d["origin_A"][1])
+    assert all(t is None for *_, t in fitting_draws(tiny_store, 2, truth=False))
